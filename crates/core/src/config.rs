@@ -1,0 +1,202 @@
+//! The configuration file (TOML) and its validation.
+//!
+//! Owns every key, its default and its allowed range; `docs/configuration.md` mirrors this
+//! file and a test fails when a key is undocumented. Unknown keys and out-of-range values
+//! are errors that name the key. Must never read the file itself: the edge hands in text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyConfig;
+use crate::policy::rank::RankBy;
+
+/// The whole configuration. Every table and key is optional; a missing file means all
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[guard]`: what the daemon does.
+    pub guard: GuardConfig,
+    /// `[policy]`: when it decides.
+    pub policy: PolicyConfig,
+    /// `[victim]`: whom it picks.
+    pub victim: VictimConfig,
+    /// `[cgroups]`: which memory cgroups it watches as scopes of their own.
+    pub cgroups: CgroupConfig,
+}
+
+/// What a rescue does to the victim.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// SIGKILL (after an optional SIGTERM grace).
+    #[default]
+    Kill,
+    /// Stop it: cgroup.freeze for a whole cgroup, SIGSTOP for a process; `thrashguard thaw` resumes.
+    Freeze,
+}
+
+impl Action {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Freeze => "freeze",
+        }
+    }
+}
+
+/// `[guard]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// kill or freeze.
+    pub action: Action,
+    /// Log decisions and victims, act on nothing.
+    pub dry_run: bool,
+    /// Send SIGTERM and wait this long before SIGKILL; 0 = SIGKILL at once.
+    pub sigterm_grace_ms: u64,
+    /// Run the guard thread at SCHED_FIFO priority 1.
+    pub realtime: bool,
+    /// Lock all memory (mlockall) at start.
+    pub lock_memory: bool,
+    /// Most processes the /proc scan records (memory is reserved for this many up front).
+    pub max_processes: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig { action: Action::Kill, dry_run: false, sigterm_grace_ms: 0, realtime: false, lock_memory: true, max_processes: 32768 }
+    }
+}
+
+/// `[victim]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VictimConfig {
+    /// footprint (RSS + swap weighed by faults and growth) or oom_score.
+    pub rank_by: RankBy,
+    /// Regexes on the process name or command line that make a process 4x more likely.
+    pub prefer: Vec<String>,
+    /// Regexes that make a process 4x less likely.
+    pub avoid: Vec<String>,
+    /// Act on the victim's whole cgroup v2 (cgroup.kill / cgroup.freeze) instead of the process.
+    pub whole_cgroup: bool,
+}
+
+/// `[cgroups]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// Watch every memory cgroup with a limit as a scope of its own.
+    pub watch: bool,
+    /// Most cgroup scopes watched at once.
+    pub max_scopes: u32,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig { watch: true, max_scopes: 64 }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not TOML, an unknown key or a value of the wrong type (toml says where).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value out of its range.
+    #[error("{key} = {value}: {rule}")]
+    Range {
+        /// Dotted key, e.g. `policy.full_stall_pct`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
+}
+
+fn range<T: PartialOrd + std::fmt::Display>(key: &'static str, v: T, lo: T, hi: T, rule: &'static str) -> Result<(), ConfigError> {
+    if v >= lo && v <= hi { Ok(()) } else { Err(ConfigError::Range { key, value: v.to_string(), rule }) }
+}
+
+impl Config {
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        range("policy.full_stall_pct", p.full_stall_pct, 1.0, 100.0, "must be within 1..=100")?;
+        range("policy.stall_floor_pct", p.stall_floor_pct, 0.1, p.full_stall_pct, "must be within 0.1..=policy.full_stall_pct")?;
+        range("policy.sustain_ms", p.sustain_ms, 100, 600_000, "must be within 100..=600000")?;
+        range("policy.sustain_corroborated_ms", p.sustain_corroborated_ms, 100, p.sustain_ms, "must be within 100..=policy.sustain_ms")?;
+        range("policy.refault_pages_per_s", p.refault_pages_per_s, 1, 100_000_000, "must be within 1..=100000000")?;
+        range("policy.available_below_pct", p.available_below_pct, 0.0, 100.0, "must be within 0..=100")?;
+        range("policy.exhaustion_horizon_ms", p.exhaustion_horizon_ms, 0, 600_000, "must be within 0..=600000")?;
+        range("policy.exhaustion_headroom_pct", p.exhaustion_headroom_pct, 0.0, 100.0, "must be within 0..=100")?;
+        range("policy.release_wait_ms", p.release_wait_ms, 100, 600_000, "must be within 100..=600000")?;
+        range("policy.retry_after_failure_ms", p.retry_after_failure_ms, 100, 600_000, "must be within 100..=600000")?;
+        range("policy.min_interval_ms", p.min_interval_ms, 10, 10_000, "must be within 10..=10000")?;
+        range("policy.max_interval_ms", p.max_interval_ms, p.min_interval_ms, 60_000, "must be within policy.min_interval_ms..=60000")?;
+        range("policy.no_psi_available_pct", p.no_psi_available_pct, 0.0, 100.0, "must be within 0..=100")?;
+        range("policy.no_psi_swap_free_pct", p.no_psi_swap_free_pct, 0.0, 100.0, "must be within 0..=100")?;
+        let g = &self.guard;
+        range("guard.sigterm_grace_ms", g.sigterm_grace_ms, 0, 60_000, "must be within 0..=60000")?;
+        range("guard.max_processes", g.max_processes, 64, 4_194_304, "must be within 64..=4194304")?;
+        range("cgroups.max_scopes", self.cgroups.max_scopes, 0, 4096, "must be within 0..=4096")?;
+        for (key, list) in [("victim.prefer", &self.victim.prefer), ("victim.avoid", &self.victim.avoid)] {
+            for pattern in list {
+                if regex_lite::Regex::new(pattern).is_err() {
+                    return Err(ConfigError::Range { key, value: format!("{pattern:?}"), rule: "must be a valid regular expression" });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The default configuration as commented TOML (`thrashguard config default`).
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Config::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_is_default() {
+        assert_eq!(Config::parse("").expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn default_toml_roundtrips() {
+        assert_eq!(Config::parse(&Config::default_toml()).expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[policy]\nfull_stal_pct = 30\n").unwrap_err().to_string();
+        assert!(e.contains("full_stal_pct"), "{e}");
+        let e = Config::parse("[polcy]\n").unwrap_err().to_string();
+        assert!(e.contains("polcy"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_is_named() {
+        let e = Config::parse("[policy]\nfull_stall_pct = 150.0\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "policy.full_stall_pct", .. }), "{e}");
+        let e = Config::parse("[policy]\nsustain_ms = 1000\nsustain_corroborated_ms = 2000\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "policy.sustain_corroborated_ms", .. }), "{e}");
+        let e = Config::parse("[victim]\nprefer = [\"(unclosed\"]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "victim.prefer", .. }), "{e}");
+        let e = Config::parse("[guard]\naction = \"explode\"\n").unwrap_err().to_string();
+        assert!(e.contains("explode") || e.contains("action"), "{e}");
+    }
+}

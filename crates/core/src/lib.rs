@@ -1,0 +1,19 @@
+//! thrashguard-core: everything thrashguard decides, parsed and rendered as pure functions.
+//!
+//! This crate owns the parsers of kernel files (`parse`), the policy's single input
+//! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
+//! configuration (`config`) and the pressure trace format (`trace`).
+//!
+//! It must never touch the operating system: no files, sockets, clocks, sleeping or
+//! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
+//! bytes arrive as slices. The `thrashguard` binary does every side effect. The boundary
+//! is enforced by `#![forbid(unsafe_code)]`, by having no libc/rustix dependency and by
+//! the `disallowed-methods` list in this crate's `clippy.toml`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod parse;
+pub mod policy;
+pub mod snapshot;
+pub mod trace;
+pub mod units;

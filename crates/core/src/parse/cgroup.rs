@@ -1,0 +1,96 @@
+//! Memory-cgroup files: cgroup v2 `memory.max`/`memory.current`/`memory.stat` and
+//! cgroup v1 `memory.limit_in_bytes`/`memory.usage_in_bytes`/`memory.failcnt`/`memory.stat`.
+//!
+//! Owns the scope signals for cgroup-local pressure (a cgroup at its limit thrashes while
+//! the machine has gigabytes free). Must never allocate or read a file.
+
+use super::{ParseError, numbered_lines, parse_u64, trim, words};
+use crate::units::Kib;
+
+/// A cgroup memory limit: a number of bytes, or none (`max` in v2, a huge number in v1).
+pub fn parse_limit(file: &'static str, buf: &[u8]) -> Result<Option<Kib>, ParseError> {
+    let t = trim(buf);
+    if t == b"max" {
+        return Ok(None);
+    }
+    let bytes = parse_u64(t).ok_or(ParseError::new(file, 1, "expected a byte count or `max`"))?;
+    // cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages, about 2^63 bytes.
+    if bytes >= 1 << 62 { Ok(None) } else { Ok(Some(Kib(bytes / 1024))) }
+}
+
+/// A counter file holding one number of bytes (memory.current, memory.usage_in_bytes).
+pub fn parse_bytes(file: &'static str, buf: &[u8]) -> Result<Kib, ParseError> {
+    parse_u64(trim(buf)).map(|b| Kib(b / 1024)).ok_or(ParseError::new(file, 1, "expected a byte count"))
+}
+
+/// The memory.stat counters a scope's policy uses, from either cgroup version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupMemStat {
+    /// Major faults of the members (v2 `pgmajfault`, v1 `total_pgmajfault`).
+    pub pgmajfault: Option<u64>,
+    /// v2 `workingset_refault_anon` (v1: `total_workingset_refault_anon` where present).
+    pub workingset_refault_anon: Option<u64>,
+    /// v2 `workingset_refault_file`.
+    pub workingset_refault_file: Option<u64>,
+    /// Swapped-out memory of the members (v1 `total_swap`; v2 reads memory.swap.current).
+    pub swap: Option<Kib>,
+}
+
+/// Parse a memory.stat of either version. v1 lists local and `total_` (hierarchical)
+/// values; the hierarchical ones win.
+pub fn parse_memory_stat(file: &'static str, buf: &[u8]) -> Result<CgroupMemStat, ParseError> {
+    let mut s = CgroupMemStat::default();
+    let mut any = false;
+    for (no, line) in numbered_lines(buf) {
+        let mut w = words(line);
+        let (Some(name), Some(value)) = (w.next(), w.next()) else {
+            return Err(ParseError::new(file, no, "expected `name value`"));
+        };
+        let value = parse_u64(value).ok_or(ParseError::new(file, no, "bad number"))?;
+        any = true;
+        let (name, total) = match name.strip_prefix(b"total_") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let slot = match name {
+            b"pgmajfault" => &mut s.pgmajfault,
+            b"workingset_refault_anon" => &mut s.workingset_refault_anon,
+            b"workingset_refault_file" | b"workingset_refault" => &mut s.workingset_refault_file,
+            b"swap" => {
+                if total || s.swap.is_none() {
+                    s.swap = Some(Kib(value / 1024));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if total || slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    if !any {
+        return Err(ParseError::new(file, 0, "no counters (empty or truncated)"));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit("memory.max", b"max\n"), Ok(None));
+        assert_eq!(parse_limit("memory.max", b"536870912\n"), Ok(Some(Kib(524288))));
+        assert_eq!(parse_limit("memory.limit_in_bytes", b"9223372036854771712\n"), Ok(None));
+        assert!(parse_limit("memory.max", b"lots\n").is_err());
+    }
+
+    #[test]
+    fn v1_total_wins() {
+        let s = parse_memory_stat("memory.stat", b"pgmajfault 3\nswap 4096\ntotal_pgmajfault 10\ntotal_swap 8192\n").expect("valid");
+        assert_eq!(s.pgmajfault, Some(10));
+        assert_eq!(s.swap, Some(Kib(8)));
+        assert!(parse_memory_stat("memory.stat", b"").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! The guard loop: sample -> policy step -> (on a decision) scan, re-check, act.
+//!
+//! Owns self-protection (mlockall, oom_score_adj -1000, optional SCHED_FIFO), the poll on
+//! the PSI trigger and the victim's pidfd, the adaptive sleep, and one log line per
+//! decision with its evidence. Every buffer is reserved in [`Guard::new`]; the steady-state
+//! iteration ([`Guard::iterate`]) allocates nothing (tests/alloc.rs counts). The path from
+//! decision to signal forks nothing and execs nothing. It never decides: the policy does.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use log::{error, info, warn};
+use rustix::event::{PollFd, PollFlags};
+use thrashguard_core::config::{Action, Config};
+use thrashguard_core::policy::rank::Candidate;
+use thrashguard_core::policy::{Phase, Policy, Rescue};
+use thrashguard_core::units::{Micros, Pid};
+
+use crate::act::{self, Acted};
+use crate::sample::{Sampler, Wakeup, psi_trigger};
+use crate::scan::{Preferences, Scanner};
+
+/// Options from the command line that are not in the config file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Where /proc is.
+    pub proc_root: PathBuf,
+    /// Override `guard.dry_run`.
+    pub dry_run: bool,
+    /// Skip mlockall / oom_score_adj / realtime (tests, unprivileged trials).
+    pub no_self_protect: bool,
+    /// Stop after this long (tests, benchmarks).
+    pub duration: Option<Duration>,
+}
+
+/// A rescue in flight: the victim was signalled, its exit not yet seen.
+#[derive(Debug)]
+struct InFlight {
+    pidfd: OwnedFd,
+    victim: Candidate,
+    /// When the sample that triggered the decision was taken.
+    decided_at: Micros,
+    deadline: Micros,
+}
+
+/// Counters for logs and, later, metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Samples that failed to read or parse.
+    pub bad_samples: u64,
+    /// Decisions taken.
+    pub decisions: u64,
+    /// Victims signalled.
+    pub actions: u64,
+}
+
+/// The guard and everything it reserved.
+#[derive(Debug)]
+pub struct Guard {
+    cfg: Config,
+    opts: Options,
+    sampler: Sampler,
+    policy: Policy,
+    scanner: Scanner,
+    wakeup: Wakeup,
+    in_flight: Option<InFlight>,
+    next: Micros,
+    /// What happened so far.
+    pub counters: Counters,
+    last_sample_error: bool,
+}
+
+impl Guard {
+    /// Open the kernel files and reserve all memory the loop needs.
+    pub fn new(cfg: Config, opts: Options) -> Result<Guard> {
+        let start = Instant::now();
+        let sampler = Sampler::open(&opts.proc_root, start)?;
+        let wakeup = match &sampler.no_psi {
+            Some(why) => Wakeup::Timer { why: why.clone() },
+            None => psi_trigger(&opts.proc_root.join("pressure/memory")),
+        };
+        let prefs = Preferences::new(&cfg.victim.prefer, &cfg.victim.avoid)?;
+        let scanner = Scanner::new(&opts.proc_root, cfg.guard.max_processes as usize, Pid(std::process::id()), prefs)?;
+        let policy = Policy::new(cfg.policy.clone());
+        Ok(Guard {
+            cfg,
+            opts,
+            sampler,
+            policy,
+            scanner,
+            wakeup,
+            in_flight: None,
+            next: Micros::ZERO,
+            counters: Counters::default(),
+            last_sample_error: false,
+        })
+    }
+
+    /// Whether PSI is in use, and how the loop wakes up.
+    pub fn describe(&self) -> String {
+        match (&self.sampler.no_psi, &self.wakeup) {
+            (Some(why), _) => format!("no PSI ({why}): deciding from meminfo/vmstat signals only"),
+            (None, Wakeup::Trigger { spec, .. }) => format!("PSI trigger `{spec}` on pressure/memory"),
+            (None, Wakeup::Timer { why }) => format!("PSI without trigger ({why}): sampling on the timer"),
+        }
+    }
+
+    /// Run until `stop` is set (SIGTERM/SIGINT) or the duration ends.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let end = self.opts.duration.map(|d| self.sampler.now().0 + d.as_micros() as u64);
+        while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| self.sampler.now().0 < e) {
+            self.iterate();
+        }
+    }
+
+    /// One pass: wait for a trigger, the victim's exit or the interval; sample; decide; act.
+    pub fn iterate(&mut self) {
+        self.counters.iterations += 1;
+        self.wait();
+        self.reap_in_flight();
+        let snap = match self.sampler.sample() {
+            Ok(s) => s,
+            Err(e) => {
+                self.counters.bad_samples += 1;
+                if !self.last_sample_error {
+                    error!("cannot sample: {e}; retrying every {} ms", self.cfg.policy.min_interval_ms);
+                }
+                self.last_sample_error = true;
+                self.next = Micros::from_millis(self.cfg.policy.min_interval_ms);
+                return;
+            }
+        };
+        self.last_sample_error = false;
+        let step = self.policy.step(&snap.scope_sample());
+        self.next = step.next_sample;
+        if let Some(rescue) = step.rescue {
+            self.counters.decisions += 1;
+            self.rescue(rescue);
+        } else if step.phase == Phase::Recovering && self.in_flight.is_none() {
+            // nothing to wait for (dry run, or the victim exited on its own)
+        }
+    }
+
+    fn wait(&mut self) {
+        let timeout = Duration::from_micros(self.next.0);
+        let ts = rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
+        let mut fds: [PollFd<'_>; 2] = [
+            PollFd::from_borrowed_fd(rustix::stdio::stdin(), PollFlags::empty()),
+            PollFd::from_borrowed_fd(rustix::stdio::stdin(), PollFlags::empty()),
+        ];
+        let mut n = 0;
+        if let Wakeup::Trigger { file, .. } = &self.wakeup {
+            fds[n] = PollFd::new(file, PollFlags::PRI);
+            n += 1;
+        }
+        if let Some(f) = &self.in_flight {
+            fds[n] = PollFd::new(&f.pidfd, PollFlags::IN);
+            n += 1;
+        }
+        // EINTR (a signal) just ends the wait early.
+        let _ = rustix::event::poll(&mut fds[..n], Some(&ts));
+    }
+
+    /// Notice the victim's exit (or give up waiting) and re-arm the policy.
+    fn reap_in_flight(&mut self) {
+        let Some(f) = &self.in_flight else { return };
+        let now = self.sampler.now();
+        let exited = act::wait_exit(f.pidfd.as_fd(), Duration::ZERO);
+        if exited || now >= f.deadline {
+            if exited {
+                info!(
+                    "victim {} ({}) exited {:.0} ms after the sample that triggered the rescue",
+                    f.victim.id.pid,
+                    f.victim.comm,
+                    now.saturating_sub(f.decided_at).0 as f64 / 1000.0
+                );
+            } else {
+                warn!(
+                    "victim {} ({}) has not exited after {} ms; re-arming",
+                    f.victim.id.pid, f.victim.comm, self.cfg.policy.release_wait_ms
+                );
+            }
+            self.in_flight = None;
+            self.policy.rescue_finished(now);
+        }
+    }
+
+    fn rescue(&mut self, rescue: Rescue) {
+        let t0 = Instant::now();
+        let stats = self.scanner.scan(None);
+        let victim = self.scanner.pick(self.cfg.victim.rank_by);
+        let scan_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let Some(victim) = victim else {
+            warn!(
+                "{rescue}; but no eligible victim among {} processes ({} vanished, {} unreadable)",
+                stats.recorded, stats.gone, stats.unreadable
+            );
+            self.policy.rescue_failed(self.sampler.now());
+            return;
+        };
+        // Re-check before acting: a spike may have freed itself while we scanned.
+        if let Ok(fresh) = self.sampler.sample() {
+            let s = fresh.scope_sample();
+            let pct = s.available.0 as f64 * 100.0 / s.total.0.max(1) as f64;
+            if pct > self.cfg.policy.available_below_pct {
+                info!("{rescue}; pressure resolved while scanning (available {pct:.1}%), nothing done");
+                self.policy.rescue_finished(self.sampler.now());
+                return;
+            }
+        }
+        let action = self.cfg.guard.action;
+        let dry = self.opts.dry_run || self.cfg.guard.dry_run;
+        let outcome = if dry {
+            None
+        } else {
+            let dir = self.scanner.proc_dir().as_fd();
+            Some(match action {
+                Action::Kill => act::kill(dir, victim.id, Duration::from_millis(self.cfg.guard.sigterm_grace_ms)),
+                Action::Freeze => act::freeze(dir, victim.id),
+            })
+        };
+        let now = self.sampler.now();
+        let verb = if dry { "would" } else { "did" };
+        log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded);
+        match outcome {
+            None => self.policy.rescue_finished(now),
+            Some(Ok(Acted::Signalled { pidfd, mreleased })) => {
+                self.counters.actions += 1;
+                if action == Action::Freeze {
+                    info!("froze {} ({}); resume with `thrashguard thaw {}`", victim.id.pid, victim.comm, victim.id.pid);
+                    self.policy.rescue_finished(now);
+                } else {
+                    if mreleased {
+                        info!("process_mrelease reaped {}'s memory", victim.id.pid);
+                    }
+                    let deadline = Micros(now.0 + self.cfg.policy.release_wait_ms * 1000);
+                    self.in_flight = Some(InFlight { pidfd, victim, decided_at: rescue.evidence.at, deadline });
+                }
+            }
+            Some(Ok(Acted::Gone)) => {
+                info!("victim {} ({}) exited by itself before the signal", victim.id.pid, victim.comm);
+                self.policy.rescue_finished(now);
+            }
+            Some(Ok(Acted::Reused)) => {
+                warn!("pid {} was reused before the signal; nothing sent, retrying", victim.id.pid);
+                self.policy.rescue_failed(now);
+            }
+            Some(Err(e)) => {
+                error!("cannot {} {} ({}): {e}", action.as_str(), victim.id.pid, victim.comm);
+                self.policy.rescue_failed(now);
+            }
+        }
+    }
+}
+
+fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str, scan_ms: f64, scanned: u32) {
+    let e = &rescue.evidence;
+    let line = serde_json::json!({
+        "event": "decision",
+        "t_s": e.at.as_secs_f64(),
+        "action": action.as_str(),
+        "dry_run": verb == "would",
+        "reason": rescue.reason.as_str(),
+        "full_stall_pct": e.full * 100.0,
+        "full_stall_mean_pct": e.full_mean * 100.0,
+        "episode_ms": e.episode.as_millis(),
+        "available_kib": e.available.0,
+        "headroom_kib": e.headroom.0,
+        "headroom_trend_kib_s": e.headroom_trend_kib_s,
+        "exhaustion_in_ms": e.exhaustion_in.map(|t| t.as_millis()),
+        "refaults_anon_per_s": e.anon_refaults_per_s,
+        "refaults_file_per_s": e.file_refaults_per_s,
+        "majfaults_per_s": e.majfaults_per_s,
+        "victim_pid": victim.id.pid.0,
+        "victim_name": victim.comm.to_string(),
+        "victim_footprint_kib": victim.footprint.0,
+        "victim_swap_kib": victim.swap.0,
+        "scan_ms": scan_ms,
+        "scanned": scanned,
+        "text": format!("{verb} {} {} ({}, {} MiB): {rescue}", action.as_str(), victim.id.pid, victim.comm, victim.footprint.mib()),
+    });
+    // Text mode prints the sentence; JSON mode the whole object.
+    if log::max_level() >= log::LevelFilter::Warn {
+        log::warn!(target: "decision", "{}", if crate::logging::json_enabled() { line.to_string() } else { line["text"].as_str().unwrap_or_default().to_string() });
+    }
+}
+
+/// Lock memory, protect from the OOM killer, optionally go real-time. Returns what could
+/// not be done, for one warning at start.
+pub fn protect_self(cfg: &Config, proc_root: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if cfg.guard.lock_memory {
+        use rustix::mm::MlockAllFlags as F;
+        let r = rustix::mm::mlockall(F::CURRENT | F::FUTURE | F::ONFAULT)
+            .or_else(|e| if e == rustix::io::Errno::INVAL { rustix::mm::mlockall(F::CURRENT | F::FUTURE) } else { Err(e) });
+        if let Err(e) = r {
+            missing.push(format!(
+                "lock memory (mlockall: {e}; needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK): the guard may be swapped out under pressure"
+            ));
+        }
+    }
+    if let Err(e) = std::fs::write(proc_root.join("self/oom_score_adj"), b"-1000") {
+        missing.push(format!("protect itself from the OOM killer (oom_score_adj -1000: {e})"));
+    }
+    if cfg.guard.realtime {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sched_setscheduler(0, ...) affects only the calling thread; `param` is a
+        // valid, initialised struct that outlives the call.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            missing.push(format!("run at real-time priority ({})", std::io::Error::last_os_error()));
+        }
+    }
+    if !rustix::process::geteuid().is_root() {
+        missing.push("signal other users' processes (not root; needs CAP_KILL)".into());
+    }
+    missing
+}
+
+/// Entry point of `thrashguard daemon`.
+pub fn main(cfg: Config, opts: Options) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let missing = if opts.no_self_protect { Vec::new() } else { protect_self(&cfg, &opts.proc_root) };
+    let mut guard = Guard::new(cfg, opts)?;
+    let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };
+    info!(
+        "guarding{dry}: {}; action {}, victims ranked by {:?}",
+        guard.describe(),
+        guard.cfg.guard.action.as_str(),
+        guard.cfg.victim.rank_by
+    );
+    if !missing.is_empty() {
+        warn!("running with reduced power; cannot: {}", missing.join("; "));
+    }
+    guard.run(&stop);
+    info!(
+        "stopping after {} iterations, {} decisions, {} actions",
+        guard.counters.iterations, guard.counters.decisions, guard.counters.actions
+    );
+    Ok(())
+}

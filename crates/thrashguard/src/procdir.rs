@@ -1,0 +1,99 @@
+//! Reading small files of one process under /proc without allocating.
+//!
+//! Owns the path formatting (`<pid>/<file>` in a stack buffer) and the open + pread +
+//! close of one per-process file relative to an open /proc directory descriptor. A process
+//! that vanished is [`Gone`](ReadError::Gone), an outcome and not an error. Must never
+//! decide anything about what it read.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use thrashguard_core::units::Pid;
+
+/// Why a per-process file could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The process exited (ENOENT / ESRCH) while we looked.
+    Gone,
+    /// Permission denied (hidepid, another user's file without CAP_SYS_PTRACE).
+    Denied,
+    /// The file is larger than the buffer.
+    TooBig,
+    /// Anything else.
+    Other(Errno),
+}
+
+/// Open a directory (e.g. /proc) for later `read_pid_file` calls.
+pub fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Format `<pid>/<file>\0` into `out`; returns the C string.
+pub fn pid_path<'a>(out: &'a mut [u8; 64], pid: Pid, file: &str) -> &'a CStr {
+    let mut digits = [0u8; 10];
+    let mut n = pid.0;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    let file = &file.as_bytes()[..file.len().min(64 - d.len() - 2)];
+    out[..d.len()].copy_from_slice(d);
+    out[d.len()] = b'/';
+    out[d.len() + 1..d.len() + 1 + file.len()].copy_from_slice(file);
+    let end = d.len() + 1 + file.len();
+    out[end] = 0;
+    CStr::from_bytes_with_nul(&out[..=end]).unwrap_or_default()
+}
+
+/// Read `/proc/<pid>/<file>` into `buf`; returns the bytes read.
+pub fn read_pid_file<'b>(proc_dir: BorrowedFd<'_>, pid: Pid, file: &str, buf: &'b mut [u8]) -> Result<&'b [u8], ReadError> {
+    let mut path = [0u8; 64];
+    let path = pid_path(&mut path, pid, file);
+    let fd = rustix::fs::openat(proc_dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).map_err(classify)?;
+    match crate::sample::pread_all(fd.as_fd(), buf) {
+        Ok(n) => Ok(&buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => Err(ReadError::TooBig),
+        Err(e) => Err(classify(Errno::from_io_error(&e).unwrap_or(Errno::IO))),
+    }
+}
+
+fn classify(e: Errno) -> ReadError {
+    match e {
+        Errno::NOENT | Errno::SRCH => ReadError::Gone,
+        Errno::ACCESS | Errno::PERM => ReadError::Denied,
+        other => ReadError::Other(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let mut b = [0u8; 64];
+        assert_eq!(pid_path(&mut b, Pid(0), "stat").to_bytes(), b"0/stat");
+        assert_eq!(pid_path(&mut b, Pid(4_194_304), "oom_score_adj").to_bytes(), b"4194304/oom_score_adj");
+    }
+
+    #[test]
+    fn own_stat_and_a_vanished_pid() {
+        let dir = open_dir(Path::new("/proc")).expect("/proc");
+        let mut buf = [0u8; 4096];
+        let me = Pid(std::process::id());
+        assert!(read_pid_file(dir.as_fd(), me, "stat", &mut buf).is_ok());
+        // pid_max is at most 2^22: this pid cannot exist
+        assert_eq!(read_pid_file(dir.as_fd(), Pid(4_194_305), "stat", &mut buf), Err(ReadError::Gone));
+        let mut tiny = [0u8; 4];
+        assert_eq!(read_pid_file(dir.as_fd(), me, "status", &mut tiny), Err(ReadError::TooBig));
+    }
+}

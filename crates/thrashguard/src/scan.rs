@@ -1,0 +1,232 @@
+//! The /proc scan for victims, in memory reserved up front.
+//!
+//! Owns walking /proc (getdents into a fixed buffer), reading each process's stat and
+//! status into [`Candidate`] records, remembering the previous scan for fault and growth
+//! deltas, and turning the pure ranking into a victim (reading oom_score_adj only for the
+//! few best). A vanished process is skipped, one bad pid never aborts a scan, and the
+//! record vectors never grow past the capacity given at start. It must never signal.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use thrashguard_core::parse::{self, pid};
+use thrashguard_core::policy::rank::{self, Candidate, Preference, RankBy};
+use thrashguard_core::units::{Kib, Pid, ProcId};
+
+use crate::procdir::{self, ReadError};
+
+/// Patterns on name and command line that make a process more or less likely.
+#[derive(Debug, Default)]
+pub struct Preferences {
+    prefer: Vec<regex_lite::Regex>,
+    avoid: Vec<regex_lite::Regex>,
+}
+
+impl Preferences {
+    /// Compile the configured patterns (already validated by the config).
+    pub fn new(prefer: &[String], avoid: &[String]) -> Result<Preferences> {
+        let compile = |list: &[String]| {
+            list.iter().map(|p| regex_lite::Regex::new(p).with_context(|| format!("bad pattern {p:?}"))).collect::<Result<Vec<_>>>()
+        };
+        Ok(Preferences { prefer: compile(prefer)?, avoid: compile(avoid)? })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.prefer.is_empty() && self.avoid.is_empty()
+    }
+
+    fn judge(&self, texts: &[&str]) -> Preference {
+        let hit = |set: &[regex_lite::Regex]| set.iter().any(|r| texts.iter().any(|t| r.is_match(t)));
+        if hit(&self.prefer) {
+            Preference::Prefer
+        } else if hit(&self.avoid) {
+            Preference::Avoid
+        } else {
+            Preference::Neutral
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Prev {
+    id: ProcId,
+    majflt: u64,
+    footprint: Kib,
+}
+
+/// What one scan saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Process directories listed.
+    pub listed: u32,
+    /// Recorded as candidates (including ineligible ones).
+    pub recorded: u32,
+    /// Vanished during the scan.
+    pub gone: u32,
+    /// Unreadable (permission) or unparsable.
+    pub unreadable: u32,
+    /// Not recorded because the capacity was reached.
+    pub over_capacity: u32,
+}
+
+/// The scanner and its reserved memory.
+#[derive(Debug)]
+pub struct Scanner {
+    proc_dir: OwnedFd,
+    dents: Vec<MaybeUninit<u8>>,
+    buf: Box<[u8]>,
+    cmdline: Box<[u8]>,
+    cands: Vec<Candidate>,
+    /// Absolute major-fault counts, index for index with `cands`.
+    abs_majflt: Vec<u64>,
+    prev: Vec<Prev>,
+    order: Vec<u32>,
+    own: Pid,
+    page_size: u64,
+    prefs: Preferences,
+}
+
+impl Scanner {
+    /// Reserve memory for `capacity` processes.
+    pub fn new(proc_root: &Path, capacity: usize, own: Pid, prefs: Preferences) -> Result<Scanner> {
+        let proc_dir = procdir::open_dir(proc_root).with_context(|| format!("cannot open {}", proc_root.display()))?;
+        Ok(Scanner {
+            proc_dir,
+            dents: vec![MaybeUninit::uninit(); 64 * 1024],
+            buf: vec![0u8; 16 * 1024].into_boxed_slice(),
+            cmdline: vec![0u8; 4096].into_boxed_slice(),
+            cands: Vec::with_capacity(capacity),
+            abs_majflt: Vec::with_capacity(capacity),
+            prev: Vec::with_capacity(capacity),
+            order: Vec::with_capacity(capacity),
+            own,
+            page_size: rustix::param::page_size() as u64,
+            prefs,
+        })
+    }
+
+    /// Candidates of the last scan.
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.cands
+    }
+
+    /// Scan every process (or, with `members`, only those pids: a sorted slice).
+    pub fn scan(&mut self, members: Option<&[u32]>) -> ScanStats {
+        let mut stats = ScanStats::default();
+        // Keep the previous scan for deltas.
+        self.prev.clear();
+        self.prev.extend(self.cands.iter().zip(&self.abs_majflt).map(|(c, &majflt)| Prev { id: c.id, majflt, footprint: c.footprint }));
+        self.prev.sort_unstable_by_key(|p| p.id.pid);
+        self.cands.clear();
+        self.abs_majflt.clear();
+        if rustix::fs::seek(&self.proc_dir, rustix::fs::SeekFrom::Start(0)).is_err() {
+            return stats;
+        }
+        let mut dir = rustix::fs::RawDir::new(self.proc_dir.as_fd(), &mut self.dents);
+        while let Some(entry) = dir.next() {
+            let Ok(entry) = entry else { break };
+            let Some(pid) = pid::parse_pid_name(entry.file_name().to_bytes()) else { continue };
+            stats.listed += 1;
+            if members.is_some_and(|m| m.binary_search(&pid.0).is_err()) {
+                continue;
+            }
+            if self.cands.len() == self.cands.capacity() {
+                stats.over_capacity += 1;
+                continue;
+            }
+            match read_candidate(self.proc_dir.as_fd(), pid, &mut self.buf, self.page_size) {
+                Ok((mut c, majflt)) => {
+                    // Deltas only against the same process: a reused pid starts afresh.
+                    if let Ok(i) = self.prev.binary_search_by_key(&pid, |p| p.id.pid) {
+                        let p = self.prev[i];
+                        if p.id == c.id {
+                            c.majflt_delta = majflt.saturating_sub(p.majflt);
+                            c.growth_kib = c.footprint.0 as i64 - p.footprint.0 as i64;
+                        }
+                    }
+                    self.cands.push(c);
+                    self.abs_majflt.push(majflt);
+                    stats.recorded += 1;
+                }
+                Err(ReadError::Gone) => stats.gone += 1,
+                Err(_) => stats.unreadable += 1,
+            }
+        }
+        stats
+    }
+
+    /// Rank the last scan and return the best eligible victim, reading oom_score_adj (and
+    /// the command line, for prefer/avoid) only as far down the order as needed.
+    pub fn pick(&mut self, by: RankBy) -> Option<Candidate> {
+        if by == RankBy::OomScore {
+            for c in &mut self.cands {
+                if !c.kernel_thread {
+                    c.oom_score = procdir::read_pid_file(self.proc_dir.as_fd(), c.id.pid, "oom_score", &mut self.buf)
+                        .ok()
+                        .and_then(|b| parse::parse_single_i64("oom_score", b).ok())
+                        .and_then(|v| u32::try_from(v).ok());
+                }
+            }
+        }
+        if !self.prefs.is_empty() {
+            for i in 0..self.cands.len() {
+                if self.cands[i].kernel_thread {
+                    continue;
+                }
+                let comm = self.cands[i].comm.to_string_lossy();
+                let cmd = procdir::read_pid_file(self.proc_dir.as_fd(), self.cands[i].id.pid, "cmdline", &mut self.cmdline)
+                    .map(|b| String::from_utf8_lossy(b).replace('\0', " "))
+                    .unwrap_or_default();
+                self.cands[i].preference = self.prefs.judge(&[&comm, cmd.trim_end()]);
+            }
+        }
+        rank::rank(&self.cands, by, self.own, &mut self.order);
+        for &i in &self.order {
+            let c = &mut self.cands[i as usize];
+            match procdir::read_pid_file(self.proc_dir.as_fd(), c.id.pid, "oom_score_adj", &mut self.buf) {
+                Ok(b) => c.oom_score_adj = parse::parse_single_i64("oom_score_adj", b).ok().and_then(|v| i16::try_from(v).ok()),
+                Err(_) => continue, // vanished or unreadable: not a victim
+            }
+            if rank::eligibility(c, self.own).is_ok() {
+                return Some(*c);
+            }
+        }
+        None
+    }
+
+    /// The open /proc directory.
+    pub fn proc_dir(&self) -> &OwnedFd {
+        &self.proc_dir
+    }
+}
+
+/// Read one process's stat and status into a candidate, with its absolute major-fault count.
+fn read_candidate(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
+    let stat = procdir::read_pid_file(proc_dir, pid, "stat", buf)?;
+    let stat = pid::parse_stat(stat).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
+    let mut c = Candidate {
+        id: ProcId { pid: stat.pid, start_time: stat.start_time },
+        comm: stat.comm,
+        footprint: Kib::from_pages(stat.rss, page_size),
+        swap: Kib::ZERO,
+        majflt_delta: 0,
+        growth_kib: 0,
+        oom_score_adj: None,
+        oom_score: None,
+        kernel_thread: stat.is_kernel_thread(),
+        exiting: stat.is_exiting(),
+        preference: Preference::Neutral,
+    };
+    if c.kernel_thread || c.exiting {
+        c.footprint = Kib::ZERO;
+        return Ok((c, stat.majflt));
+    }
+    let status = procdir::read_pid_file(proc_dir, pid, "status", buf)?;
+    if let Ok(st) = pid::parse_status(status) {
+        c.footprint = st.footprint();
+        c.swap = st.vm_swap.unwrap_or_default();
+    }
+    Ok((c, stat.majflt))
+}
