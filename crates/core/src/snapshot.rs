@@ -97,15 +97,17 @@ impl ScopeSample {
     }
 
     /// A memory cgroup scope. `limit` is memory.max (v2) or memory.limit_in_bytes (v1);
-    /// a scope without a limit has nothing local to thrash against and is not built.
-    pub fn cgroup(at: Micros, psi: Option<Psi>, limit: Kib, usage: Kib, stat: &CgroupMemStat) -> ScopeSample {
+    /// a cgroup without a limit has nothing local to thrash against and is not a scope.
+    /// `usage` includes page cache, so half of the file LRU counts as available, as in
+    /// MemAvailable. `swap` is (allowance, free): what the cgroup may still swap.
+    pub fn cgroup(at: Micros, psi: Option<Psi>, limit: Kib, usage: Kib, stat: &CgroupMemStat, swap: (Kib, Kib)) -> ScopeSample {
         ScopeSample {
             at,
             stall: psi.map(StallTotals::from),
             total: limit,
-            available: limit.saturating_sub(usage),
-            swap_total: Kib::ZERO,
-            swap_free: Kib::ZERO,
+            available: limit.saturating_sub(usage).saturating_add(stat.reclaimable_file()).min(limit),
+            swap_total: swap.0,
+            swap_free: swap.1,
             refault_anon: stat.workingset_refault_anon,
             refault_file: stat.workingset_refault_file,
             swapin: None,

@@ -35,6 +35,9 @@ pub struct Cli {
     /// Read the kernel's files from this directory instead of /proc (a captured tree)
     #[arg(long, global = true, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
+    /// Read /sys (cgroup hierarchies) from this directory instead
+    #[arg(long, global = true, default_value = "/sys", value_name = "DIR")]
+    pub sys_root: PathBuf,
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -121,7 +124,16 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Command::Daemon { dry_run, no_self_protect, duration } => seconds(duration).and_then(|duration| {
-            crate::daemon::main(cfg, crate::daemon::Options { proc_root: cli.proc_root.clone(), dry_run, no_self_protect, duration })
+            crate::daemon::main(
+                cfg,
+                crate::daemon::Options {
+                    proc_root: cli.proc_root.clone(),
+                    sys_root: cli.sys_root.clone(),
+                    dry_run,
+                    no_self_protect,
+                    duration,
+                },
+            )
         }),
         Command::Record { out, duration, interval_ms, note } => seconds(duration).and_then(|duration| {
             let args = crate::record::RecordArgs {

@@ -21,14 +21,20 @@ use thrashguard_core::policy::{Phase, Policy, Rescue};
 use thrashguard_core::units::{Micros, Pid};
 
 use crate::act::{self, Acted};
+use crate::cgroups::{self, CgroupScope};
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, Scanner};
+
+/// How often calm scopes are re-discovered (new cgroups, removed ones).
+const REDISCOVER: Micros = Micros::from_secs(10);
 
 /// Options from the command line that are not in the config file.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Where /proc is.
     pub proc_root: PathBuf,
+    /// Where /sys is (cgroup hierarchies are found through mountinfo, mapped under it).
+    pub sys_root: PathBuf,
     /// Override `guard.dry_run`.
     pub dry_run: bool,
     /// Skip mlockall / oom_score_adj / realtime (tests, unprivileged trials).
@@ -42,6 +48,8 @@ pub struct Options {
 struct InFlight {
     pidfd: OwnedFd,
     victim: Candidate,
+    /// The cgroup scope rescued (index into `scopes`), or the system.
+    scope: Option<usize>,
     /// When the sample that triggered the decision was taken.
     decided_at: Micros,
     deadline: Micros,
@@ -68,6 +76,9 @@ pub struct Guard {
     sampler: Sampler,
     policy: Policy,
     scanner: Scanner,
+    scopes: Vec<CgroupScope>,
+    members: Vec<u32>,
+    discovered_at: Micros,
     wakeup: Wakeup,
     in_flight: Option<InFlight>,
     next: Micros,
@@ -88,18 +99,63 @@ impl Guard {
         let prefs = Preferences::new(&cfg.victim.prefer, &cfg.victim.avoid)?;
         let scanner = Scanner::new(&opts.proc_root, cfg.guard.max_processes as usize, Pid(std::process::id()), prefs)?;
         let policy = Policy::new(cfg.policy.clone());
-        Ok(Guard {
+        let members = Vec::with_capacity(cfg.guard.max_processes as usize);
+        let mut guard = Guard {
             cfg,
             opts,
             sampler,
             policy,
             scanner,
+            scopes: Vec::new(),
+            members,
+            discovered_at: Micros::ZERO,
             wakeup,
             in_flight: None,
             next: Micros::ZERO,
             counters: Counters::default(),
             last_sample_error: false,
-        })
+        };
+        guard.discover();
+        Ok(guard)
+    }
+
+    /// Names of the cgroup scopes watched.
+    pub fn scope_names(&self) -> Vec<String> {
+        self.scopes.iter().map(|s| format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)).collect()
+    }
+
+    /// (Re)discover memory cgroups with limits, keeping the policy state of those still there.
+    /// Allocates: it runs at start and then only while every scope is calm.
+    fn discover(&mut self) {
+        self.discovered_at = self.sampler.now();
+        if !self.cfg.cgroups.watch || self.cfg.cgroups.max_scopes == 0 {
+            return;
+        }
+        let Ok(snap) = self.sampler.sample() else { return };
+        let mut fresh = cgroups::discover(
+            &self.opts.proc_root,
+            &self.opts.sys_root,
+            snap.mem.mem_total,
+            self.cfg.cgroups.max_scopes as usize,
+            &self.cfg.policy,
+        );
+        for scope in &mut fresh {
+            if let Some(old) = self.scopes.iter_mut().find(|o| o.dir == scope.dir) {
+                std::mem::swap(&mut scope.policy, &mut old.policy);
+            }
+        }
+        let before = self.scope_names();
+        self.scopes = fresh;
+        if self.scope_names() != before {
+            info!("watching {} memory cgroup(s) with limits: {}", self.scopes.len(), self.scope_names().join(", "));
+        }
+    }
+
+    fn policy_mut(&mut self, scope: Option<usize>) -> &mut Policy {
+        match scope.and_then(|i| self.scopes.get_mut(i)) {
+            Some(s) => &mut s.policy,
+            None => &mut self.policy,
+        }
     }
 
     /// Whether PSI is in use, and how the loop wakes up.
@@ -138,12 +194,33 @@ impl Guard {
         };
         self.last_sample_error = false;
         let step = self.policy.step(&snap.scope_sample());
-        self.next = step.next_sample;
-        if let Some(rescue) = step.rescue {
+        let mut next = step.next_sample;
+        let mut calm = step.phase == Phase::Calm;
+        let mut pending = step.rescue.map(|r| (r, None));
+        let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
+        for (i, scope) in self.scopes.iter_mut().enumerate() {
+            let Some(sample) = scope.sample(snap.at, global_swap) else { continue };
+            let st = scope.policy.step(&sample);
+            next = next.min(st.next_sample);
+            calm &= st.phase == Phase::Calm;
+            if let Some(r) = st.rescue {
+                if pending.is_none() {
+                    pending = Some((r, Some(i)));
+                } else {
+                    scope.policy.rescue_failed(snap.at); // one rescue at a time; retry soon
+                }
+            }
+        }
+        self.next = next;
+        if let Some((rescue, scope)) = pending {
             self.counters.decisions += 1;
-            self.rescue(rescue);
-        } else if step.phase == Phase::Recovering && self.in_flight.is_none() {
-            // nothing to wait for (dry run, or the victim exited on its own)
+            if self.in_flight.is_some() {
+                self.policy_mut(scope).rescue_failed(snap.at);
+            } else {
+                self.rescue(rescue, scope);
+            }
+        } else if calm && self.in_flight.is_none() && snap.at.saturating_sub(self.discovered_at) >= REDISCOVER {
+            self.discover();
         }
     }
 
@@ -186,33 +263,42 @@ impl Guard {
                     f.victim.id.pid, f.victim.comm, self.cfg.policy.release_wait_ms
                 );
             }
+            let scope = f.scope;
             self.in_flight = None;
-            self.policy.rescue_finished(now);
+            self.policy_mut(scope).rescue_finished(now);
         }
     }
 
-    fn rescue(&mut self, rescue: Rescue) {
+    fn rescue(&mut self, rescue: Rescue, scope: Option<usize>) {
         let t0 = Instant::now();
-        let stats = self.scanner.scan(None);
+        let members = match scope.and_then(|i| self.scopes.get(i)) {
+            Some(s) => {
+                s.members(&mut self.members);
+                Some(self.members.as_slice())
+            }
+            None => None,
+        };
+        let stats = self.scanner.scan(members);
         let victim = self.scanner.pick(self.cfg.victim.rank_by);
         let scan_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let scope_name = scope.and_then(|i| self.scopes.get(i)).map_or("system".to_string(), |s| s.name.clone());
         let Some(victim) = victim else {
             warn!(
-                "{rescue}; but no eligible victim among {} processes ({} vanished, {} unreadable)",
+                "{scope_name}: {rescue}; but no eligible victim among {} processes ({} vanished, {} unreadable)",
                 stats.recorded, stats.gone, stats.unreadable
             );
-            self.policy.rescue_failed(self.sampler.now());
+            let now = self.sampler.now();
+            self.policy_mut(scope).rescue_failed(now);
             return;
         };
         // Re-check before acting: a spike may have freed itself while we scanned.
-        if let Ok(fresh) = self.sampler.sample() {
-            let s = fresh.scope_sample();
-            let pct = s.available.0 as f64 * 100.0 / s.total.0.max(1) as f64;
-            if pct > self.cfg.policy.available_below_pct {
-                info!("{rescue}; pressure resolved while scanning (available {pct:.1}%), nothing done");
-                self.policy.rescue_finished(self.sampler.now());
-                return;
-            }
+        if let Some(pct) = self.available_pct(scope)
+            && pct > self.cfg.policy.available_below_pct
+        {
+            info!("{scope_name}: {rescue}; pressure resolved while scanning (available {pct:.1}%), nothing done");
+            let now = self.sampler.now();
+            self.policy_mut(scope).rescue_finished(now);
+            return;
         }
         let action = self.cfg.guard.action;
         let dry = self.opts.dry_run || self.cfg.guard.dry_run;
@@ -227,42 +313,53 @@ impl Guard {
         };
         let now = self.sampler.now();
         let verb = if dry { "would" } else { "did" };
-        log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded);
+        log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded, &scope_name);
         match outcome {
-            None => self.policy.rescue_finished(now),
+            None => self.policy_mut(scope).rescue_finished(now),
             Some(Ok(Acted::Signalled { pidfd, mreleased })) => {
                 self.counters.actions += 1;
                 if action == Action::Freeze {
                     info!("froze {} ({}); resume with `thrashguard thaw {}`", victim.id.pid, victim.comm, victim.id.pid);
-                    self.policy.rescue_finished(now);
+                    self.policy_mut(scope).rescue_finished(now);
                 } else {
                     if mreleased {
                         info!("process_mrelease reaped {}'s memory", victim.id.pid);
                     }
                     let deadline = Micros(now.0 + self.cfg.policy.release_wait_ms * 1000);
-                    self.in_flight = Some(InFlight { pidfd, victim, decided_at: rescue.evidence.at, deadline });
+                    self.in_flight = Some(InFlight { pidfd, victim, scope, decided_at: rescue.evidence.at, deadline });
                 }
             }
             Some(Ok(Acted::Gone)) => {
                 info!("victim {} ({}) exited by itself before the signal", victim.id.pid, victim.comm);
-                self.policy.rescue_finished(now);
+                self.policy_mut(scope).rescue_finished(now);
             }
             Some(Ok(Acted::Reused)) => {
                 warn!("pid {} was reused before the signal; nothing sent, retrying", victim.id.pid);
-                self.policy.rescue_failed(now);
+                self.policy_mut(scope).rescue_failed(now);
             }
             Some(Err(e)) => {
                 error!("cannot {} {} ({}): {e}", action.as_str(), victim.id.pid, victim.comm);
-                self.policy.rescue_failed(now);
+                self.policy_mut(scope).rescue_failed(now);
             }
         }
     }
+
+    /// Available memory of a scope now, as a percentage of its total.
+    fn available_pct(&mut self, scope: Option<usize>) -> Option<f64> {
+        let snap = self.sampler.sample().ok()?;
+        let s = match scope {
+            None => snap.scope_sample(),
+            Some(i) => self.scopes.get_mut(i)?.sample(snap.at, (snap.mem.swap_total, snap.mem.swap_free))?,
+        };
+        Some(s.available.0 as f64 * 100.0 / s.total.0.max(1) as f64)
+    }
 }
 
-fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str, scan_ms: f64, scanned: u32) {
+fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str, scan_ms: f64, scanned: u32, scope: &str) {
     let e = &rescue.evidence;
     let line = serde_json::json!({
         "event": "decision",
+        "scope": scope,
         "t_s": e.at.as_secs_f64(),
         "action": action.as_str(),
         "dry_run": verb == "would",
@@ -283,7 +380,7 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
         "victim_swap_kib": victim.swap.0,
         "scan_ms": scan_ms,
         "scanned": scanned,
-        "text": format!("{verb} {} {} ({}, {} MiB): {rescue}", action.as_str(), victim.id.pid, victim.comm, victim.footprint.mib()),
+        "text": format!("{scope}: {verb} {} {} ({}, {} MiB): {rescue}", action.as_str(), victim.id.pid, victim.comm, victim.footprint.mib()),
     });
     // Text mode prints the sentence; JSON mode the whole object.
     if log::max_level() >= log::LevelFilter::Warn {
@@ -333,10 +430,11 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     let mut guard = Guard::new(cfg, opts)?;
     let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };
     info!(
-        "guarding{dry}: {}; action {}, victims ranked by {:?}",
+        "guarding{dry}: {}; action {}, victims ranked by {:?}; {} memory cgroup scope(s)",
         guard.describe(),
         guard.cfg.guard.action.as_str(),
-        guard.cfg.victim.rank_by
+        guard.cfg.victim.rank_by,
+        guard.scopes.len()
     );
     if !missing.is_empty() {
         warn!("running with reduced power; cannot: {}", missing.join("; "));

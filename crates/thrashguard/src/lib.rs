@@ -6,6 +6,7 @@
 //! out, [`cli`] is the command line. Decisions are never made here: only in the core crate.
 
 pub mod act;
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod daemon;

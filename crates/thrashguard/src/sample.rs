@@ -104,7 +104,11 @@ pub fn psi_trigger(pressure: &Path) -> Wakeup {
     let mut last = String::new();
     for spec in TRIGGERS {
         let attempt = OpenOptions::new().read(true).write(true).open(pressure).and_then(|mut f| {
-            f.write_all(spec.as_bytes())?;
+            // The kernel overwrites the last byte written with NUL: send the terminator
+            // ourselves or it eats the window's last digit (and says EINVAL).
+            let mut bytes = [0u8; 32];
+            bytes[..spec.len()].copy_from_slice(spec.as_bytes());
+            f.write_all(&bytes[..=spec.len()])?;
             Ok(f)
         });
         match attempt {

@@ -34,6 +34,18 @@ pub struct CgroupMemStat {
     pub workingset_refault_file: Option<u64>,
     /// Swapped-out memory of the members (v1 `total_swap`; v2 reads memory.swap.current).
     pub swap: Option<Kib>,
+    /// File pages on the active LRU (v1 `total_active_file`, v2 `active_file`).
+    pub active_file: Option<Kib>,
+    /// File pages on the inactive LRU (v1 `total_inactive_file`, v2 `inactive_file`).
+    pub inactive_file: Option<Kib>,
+}
+
+impl CgroupMemStat {
+    /// Page cache the kernel can reclaim without swapping, estimated as the kernel's
+    /// MemAvailable does: half of the file LRU.
+    pub fn reclaimable_file(&self) -> Kib {
+        Kib((self.active_file.unwrap_or_default().0 + self.inactive_file.unwrap_or_default().0) / 2)
+    }
 }
 
 /// Parse a memory.stat of either version. v1 lists local and `total_` (hierarchical)
@@ -52,16 +64,22 @@ pub fn parse_memory_stat(file: &'static str, buf: &[u8]) -> Result<CgroupMemStat
             Some(n) => (n, true),
             None => (name, false),
         };
+        let kib_slot = match name {
+            b"swap" => Some(&mut s.swap),
+            b"active_file" => Some(&mut s.active_file),
+            b"inactive_file" => Some(&mut s.inactive_file),
+            _ => None,
+        };
+        if let Some(slot) = kib_slot {
+            if total || slot.is_none() {
+                *slot = Some(Kib(value / 1024));
+            }
+            continue;
+        }
         let slot = match name {
             b"pgmajfault" => &mut s.pgmajfault,
             b"workingset_refault_anon" => &mut s.workingset_refault_anon,
             b"workingset_refault_file" | b"workingset_refault" => &mut s.workingset_refault_file,
-            b"swap" => {
-                if total || s.swap.is_none() {
-                    s.swap = Some(Kib(value / 1024));
-                }
-                continue;
-            }
             _ => continue,
         };
         if total || slot.is_none() {
@@ -91,6 +109,8 @@ mod tests {
         let s = parse_memory_stat("memory.stat", b"pgmajfault 3\nswap 4096\ntotal_pgmajfault 10\ntotal_swap 8192\n").expect("valid");
         assert_eq!(s.pgmajfault, Some(10));
         assert_eq!(s.swap, Some(Kib(8)));
+        let s = parse_memory_stat("memory.stat", b"active_file 2097152\ninactive_file 2097152\npgmajfault 1\n").expect("v2");
+        assert_eq!(s.reclaimable_file(), Kib(2048));
         assert!(parse_memory_stat("memory.stat", b"").is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod meminfo;
+pub mod mountinfo;
 pub mod pid;
 pub mod psi;
 pub mod vmstat;
