@@ -66,6 +66,8 @@ pub struct Counters {
     pub decisions: u64,
     /// Victims signalled.
     pub actions: u64,
+    /// Iterations in which some scope was under pressure (or recovering).
+    pub pressure_ticks: u64,
 }
 
 /// The guard and everything it reserved.
@@ -175,10 +177,16 @@ impl Guard {
         }
     }
 
-    /// One pass: wait for a trigger, the victim's exit or the interval; sample; decide; act.
+    /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`].
     pub fn iterate(&mut self) {
-        self.counters.iterations += 1;
         self.wait();
+        self.tick();
+    }
+
+    /// Everything after the wait: notice the victim's exit, sample every scope, decide, act.
+    /// In steady state (no decision) this allocates nothing.
+    pub fn tick(&mut self) {
+        self.counters.iterations += 1;
         self.reap_in_flight();
         let snap = match self.sampler.sample() {
             Ok(s) => s,
@@ -212,6 +220,9 @@ impl Guard {
             }
         }
         self.next = next;
+        if !calm {
+            self.counters.pressure_ticks += 1;
+        }
         if let Some((rescue, scope)) = pending {
             self.counters.decisions += 1;
             if self.in_flight.is_some() {

@@ -7,6 +7,8 @@
 //! backstop, and every process and the cgroup are removed on exit (Drop guards).
 //! Needs root, a memory cgroup hierarchy and swap (zram0 is set up when free); without them
 //! the test says why and passes vacuously only when `THRASHGUARD_E2E=optional`.
+// Test helpers may panic: a panic is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

@@ -1,0 +1,108 @@
+//! A thousand steady-state iterations of the guard loop allocate nothing: the sampler's
+//! preads, the parsers, the policy of the system scope and of a cgroup scope all run on
+//! memory reserved before the loop (a counting global allocator proves it).
+// Test helpers may panic: a panic is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn fixture(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/proc/6.1.0-50-amd64").join(file)
+}
+
+#[test]
+fn a_thousand_iterations_allocate_nothing() {
+    let tmp = std::env::temp_dir().join(format!("tg-alloc-{}", std::process::id()));
+    let proc_root = tmp.join("proc");
+    let sys_root = tmp.join("sys");
+    std::fs::create_dir_all(proc_root.join("pressure")).unwrap();
+    std::fs::create_dir_all(proc_root.join("self")).unwrap();
+    for f in ["meminfo", "vmstat", "pressure/memory"] {
+        std::fs::copy(fixture(f), proc_root.join(f)).unwrap();
+    }
+    std::fs::write(proc_root.join("self/mountinfo"), "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n").unwrap();
+    let cg = sys_root.join("fs/cgroup/memory/limited");
+    std::fs::create_dir_all(&cg).unwrap();
+    std::fs::write(cg.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+    std::fs::write(cg.join("memory.usage_in_bytes"), "1048576\n").unwrap();
+    std::fs::write(cg.join("memory.stat"), "total_pgmajfault 5\ntotal_inactive_file 0\n").unwrap();
+    std::fs::write(cg.join("cgroup.procs"), "").unwrap();
+
+    let mut cfg = thrashguard_core::config::Config::default();
+    cfg.guard.max_processes = 1024;
+    // stalls below are real to the policy, but no decision may fall inside the test
+    cfg.policy.sustain_ms = 600_000;
+    cfg.policy.sustain_corroborated_ms = 600_000;
+    let opts = thrashguard::daemon::Options {
+        proc_root: proc_root.clone(),
+        sys_root: sys_root.clone(),
+        no_self_protect: true,
+        ..Default::default()
+    };
+    let mut guard = thrashguard::daemon::Guard::new(cfg, opts).unwrap();
+    assert_eq!(guard.scope_names(), vec!["v1:/limited".to_string()]);
+    // warm up: first samples, lazily initialised statics
+    for _ in 0..10 {
+        guard.tick();
+    }
+    // the counter counts
+    let probe = COUNT.with(Cell::get);
+    drop(std::hint::black_box(vec![0u8; 64]));
+    assert_eq!(COUNT.with(Cell::get), probe + 1);
+
+    // Stalls that grow between ticks, rendered before counting and written with pwrite:
+    // the policy walks its episode path, not only the calm one.
+    use std::os::unix::fs::FileExt;
+    let psi = std::fs::OpenOptions::new().write(true).open(proc_root.join("pressure/memory")).unwrap();
+    let texts: Vec<Vec<u8>> = (0..1000u64)
+        .map(|i| {
+            format!(
+                "some avg10=50.00 avg60=10.00 avg300=2.00 total={:020}\nfull avg10=40.00 avg60=8.00 avg300=1.00 total={:020}\n",
+                i * 90_000,
+                i * 80_000
+            )
+            .into_bytes()
+        })
+        .collect();
+    let before = COUNT.with(Cell::get);
+    for text in &texts {
+        psi.write_at(text, 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        guard.tick();
+    }
+    let allocations = COUNT.with(Cell::get) - before;
+    assert_eq!(guard.counters.bad_samples, 0);
+    assert_eq!(guard.counters.decisions, 0);
+    assert!(guard.counters.pressure_ticks > 100, "the episode path ran: {:?}", guard.counters);
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert_eq!(allocations, 0, "the steady-state loop allocated {allocations} times in 1000 iterations");
+}

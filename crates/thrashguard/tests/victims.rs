@@ -1,0 +1,158 @@
+//! Victim ranking on synthetic /proc trees: exclusions, vanished and garbled processes,
+//! and the fault/growth weighting between two scans.
+// Test helpers may panic: a panic is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
+
+use std::path::{Path, PathBuf};
+
+use thrashguard::scan::{Preferences, Scanner};
+use thrashguard_core::policy::rank::RankBy;
+use thrashguard_core::units::Pid;
+
+struct Tree(PathBuf);
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Write /proc/<pid>/{stat,status,oom_score_adj}: `rss_mib` resident, `swap_mib` swapped.
+fn proc_entry(root: &Path, pid: u32, comm: &str, state: char, flags: u32, majflt: u64, rss_mib: u64, swap_mib: u64, adj: i32) {
+    let d = root.join(pid.to_string());
+    std::fs::create_dir_all(&d).unwrap();
+    let rss_pages = rss_mib * 256;
+    let stat = format!(
+        "{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 {flags} 10 0 {majflt} 0 5 5 0 0 20 0 1 0 {start} 100000 {rss_pages} 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n",
+        start = 1000 + pid
+    );
+    std::fs::write(d.join("stat"), stat).unwrap();
+    if flags & 0x0020_0000 == 0 {
+        std::fs::write(
+            d.join("status"),
+            format!("Name:\t{comm}\nTgid:\t{pid}\nUid:\t0\t0\t0\t0\nVmRSS:\t{} kB\nVmSwap:\t{} kB\n", rss_mib * 1024, swap_mib * 1024),
+        )
+        .unwrap();
+    } else {
+        std::fs::write(d.join("status"), format!("Name:\t{comm}\nTgid:\t{pid}\nUid:\t0\t0\t0\t0\n")).unwrap();
+    }
+    std::fs::write(d.join("oom_score_adj"), format!("{adj}\n")).unwrap();
+    std::fs::write(d.join("oom_score"), "100\n").unwrap();
+    std::fs::write(d.join("cmdline"), format!("{comm}\0--flag\0")).unwrap();
+}
+
+fn tree(tag: &str) -> Tree {
+    let root = std::env::temp_dir().join(format!("tg-victims-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("self")).unwrap();
+    std::fs::write(root.join("meminfo"), "MemTotal: 1 kB\n").unwrap(); // a non-pid entry
+    Tree(root)
+}
+
+fn scanner(root: &Path, prefs: Preferences) -> Scanner {
+    Scanner::new(root, 1024, Pid(4242), prefs).unwrap()
+}
+
+#[test]
+fn never_init_kthreads_self_immune_or_zombies() {
+    let t = tree("excl");
+    proc_entry(&t.0, 1, "init", 'S', 0, 0, 9000, 0, 0);
+    proc_entry(&t.0, 2, "kthreadd", 'S', 0x0020_0040, 0, 0, 0, 0);
+    proc_entry(&t.0, 4242, "thrashguard", 'S', 0, 0, 8000, 0, -1000);
+    proc_entry(&t.0, 100, "sshd-immune", 'S', 0, 0, 7000, 0, -1000);
+    proc_entry(&t.0, 150, "dying", 'Z', 0, 0, 6000, 0, 0);
+    proc_entry(&t.0, 200, "medium", 'S', 0, 0, 300, 200, 0);
+    proc_entry(&t.0, 300, "small", 'S', 0, 0, 100, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    let stats = s.scan(None);
+    assert_eq!(stats.listed, 7);
+    let v = s.pick(RankBy::Footprint).expect("a victim");
+    assert_eq!((v.id.pid, v.comm.to_string()), (Pid(200), "medium".to_string()));
+    assert_eq!(v.footprint.0, 500 * 1024, "RSS + swap");
+}
+
+#[test]
+fn vanished_and_garbled_processes_are_skipped() {
+    let t = tree("gone");
+    proc_entry(&t.0, 10, "ok", 'S', 0, 0, 100, 0, 0);
+    // listed, but its files are gone (it exited mid-scan)
+    std::fs::create_dir_all(t.0.join("11")).unwrap();
+    // garbled stat
+    proc_entry(&t.0, 12, "garbled", 'S', 0, 0, 5000, 0, 0);
+    std::fs::write(t.0.join("12/stat"), "12 (garbled) S 1 2 3").unwrap();
+    // stat fine, status vanished between the two reads: counted gone, not a victim
+    proc_entry(&t.0, 13, "half", 'S', 0, 0, 6000, 0, 0);
+    std::fs::remove_file(t.0.join("13/status")).unwrap();
+    // big, but vanishes between ranking and the oom_score_adj read
+    proc_entry(&t.0, 14, "late", 'S', 0, 0, 7000, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    let stats = s.scan(None);
+    assert_eq!((stats.recorded, stats.gone, stats.unreadable), (2, 2, 1), "{stats:?}");
+    std::fs::remove_dir_all(t.0.join("14")).unwrap();
+    assert_eq!(s.pick(RankBy::Footprint).map(|v| v.id.pid), Some(Pid(10)));
+}
+
+#[test]
+fn the_faulting_grower_beats_the_bigger_idle_process() {
+    let t = tree("grow");
+    proc_entry(&t.0, 20, "idle-big", 'S', 0, 0, 900, 0, 0);
+    proc_entry(&t.0, 21, "hog", 'R', 0, 100, 500, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan(None);
+    assert_eq!(s.pick(RankBy::Footprint).map(|v| v.id.pid), Some(Pid(20)), "first scan: size alone");
+    // between scans the hog grew by 200 MiB (partly into swap) and faulted 50,000 times
+    proc_entry(&t.0, 21, "hog", 'R', 0, 50_100, 500, 200, 0);
+    s.scan(None);
+    let v = s.pick(RankBy::Footprint).expect("victim");
+    assert_eq!(v.id.pid, Pid(21));
+    assert_eq!((v.majflt_delta, v.growth_kib), (50_000, 200 * 1024));
+}
+
+#[test]
+fn a_reused_pid_gets_no_deltas() {
+    let t = tree("reuse");
+    proc_entry(&t.0, 30, "old", 'S', 0, 100, 500, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan(None);
+    // same pid, a new process (another start time): no growth or fault history carried over
+    let stat = std::fs::read_to_string(t.0.join("30/stat")).unwrap().replace(" 1030 ", " 99999 ");
+    std::fs::write(t.0.join("30/stat"), stat).unwrap();
+    proc_entry(&t.0, 31, "other", 'S', 0, 0, 10, 0, 0);
+    s.scan(None);
+    let c = s.candidates().iter().find(|c| c.id.pid == Pid(30)).expect("listed");
+    assert_eq!((c.id.start_time, c.majflt_delta, c.growth_kib), (99999, 0, 0));
+}
+
+#[test]
+fn prefer_and_avoid_patterns_on_name_and_command_line() {
+    let t = tree("prefs");
+    proc_entry(&t.0, 40, "firefox", 'S', 0, 0, 2000, 0, 0);
+    proc_entry(&t.0, 41, "Web Content", 'S', 0, 0, 600, 0, 0);
+    proc_entry(&t.0, 42, "postgres", 'S', 0, 0, 1500, 0, 0);
+    let prefs = Preferences::new(&["^Web Content$".into()], &["firefox".into()]).unwrap();
+    let mut s = scanner(&t.0, prefs);
+    s.scan(None);
+    assert_eq!(s.pick(RankBy::Footprint).map(|v| v.id.pid), Some(Pid(41)));
+}
+
+#[test]
+fn scope_members_limit_the_choice() {
+    let t = tree("scope");
+    proc_entry(&t.0, 50, "outside-big", 'S', 0, 0, 9000, 0, 0);
+    proc_entry(&t.0, 51, "inside", 'S', 0, 0, 100, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan(Some(&[51, 77]));
+    assert_eq!(s.pick(RankBy::Footprint).map(|v| v.id.pid), Some(Pid(51)));
+    s.scan(Some(&[]));
+    assert_eq!(s.pick(RankBy::Footprint), None);
+}
+
+#[test]
+fn capacity_is_never_exceeded() {
+    let t = tree("cap");
+    for pid in 100..200 {
+        proc_entry(&t.0, pid, "p", 'S', 0, 0, 1, 0, 0);
+    }
+    let mut s = Scanner::new(&t.0, 64, Pid(4242), Preferences::default()).unwrap();
+    let stats = s.scan(None);
+    assert_eq!((stats.recorded, stats.over_capacity), (64, 36));
+}
