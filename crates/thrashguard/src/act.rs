@@ -7,6 +7,7 @@
 //! forks nothing, execs nothing and allocates nothing. It must never choose a victim.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -42,6 +43,14 @@ pub enum ActError {
         what: &'static str,
         /// Its error.
         errno: Errno,
+    },
+    /// Writing cgroup.kill / cgroup.freeze failed.
+    #[error("{}: {error}", file.display())]
+    Cgroup {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        error: std::io::Error,
     },
 }
 
@@ -113,6 +122,40 @@ fn signal_checked(proc_dir: BorrowedFd<'_>, id: ProcId, sig: Signal) -> Result<A
     if send(&pidfd, sig)? { Ok(Acted::Signalled { pidfd, mreleased: false }) } else { Ok(Acted::Gone) }
 }
 
+/// Kill the whole cgroup v2 `dir` that holds `id` (cgroup.kill, Linux 5.14+), after proving
+/// `id` is still the ranked process. The returned pidfd tracks `id`'s exit.
+pub fn kill_cgroup(proc_dir: BorrowedFd<'_>, id: ProcId, dir: &Path) -> Result<Acted, ActError> {
+    write_cgroup(proc_dir, id, dir, "cgroup.kill", true)
+}
+
+/// Freeze (`freeze = true`) or thaw the whole cgroup v2 `dir` that holds `id`.
+pub fn freeze_cgroup(proc_dir: BorrowedFd<'_>, id: ProcId, dir: &Path, freeze: bool) -> Result<Acted, ActError> {
+    write_cgroup(proc_dir, id, dir, "cgroup.freeze", freeze)
+}
+
+fn write_cgroup(proc_dir: BorrowedFd<'_>, id: ProcId, dir: &Path, file: &str, on: bool) -> Result<Acted, ActError> {
+    let pidfd = match pidfd_for(proc_dir, id)? {
+        Ok(fd) => fd,
+        Err(outcome) => return Ok(outcome),
+    };
+    std::fs::write(dir.join(file), if on { "1" } else { "0" }).map_err(|e| ActError::Cgroup { file: dir.join(file), error: e })?;
+    let mreleased = file == "cgroup.kill" && process_mrelease(pidfd.as_fd());
+    Ok(Acted::Signalled { pidfd, mreleased })
+}
+
+/// The cgroup v2 directory of a process: `0::/path` of /proc/PID/cgroup under `v2_mount`.
+/// `None` for the root cgroup (never killed whole), a v1-only process or a vanished one.
+pub fn cgroup_v2_dir(proc_root: &Path, pid: Pid, v2_mount: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(proc_root.join(pid.0.to_string()).join("cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel.contains("..") {
+        return None;
+    }
+    let dir = v2_mount.join(rel);
+    dir.join("cgroup.procs").exists().then_some(dir)
+}
+
 /// Reap a killed process's memory now (Linux 5.15+). False where unsupported.
 fn process_mrelease(pidfd: BorrowedFd<'_>) -> bool {
     use std::os::fd::AsRawFd;
@@ -139,7 +182,6 @@ pub fn identify(proc_dir: BorrowedFd<'_>, pid: Pid) -> Option<ProcId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use std::process::Command;
 
     fn proc_dir() -> OwnedFd {
@@ -197,5 +239,41 @@ mod tests {
         assert!(matches!(thaw(dir.as_fd(), id).expect("thaw"), Acted::Signalled { .. }));
         child.kill().expect("cleanup");
         child.wait().expect("reap");
+    }
+
+    #[test]
+    fn kills_a_whole_cgroup_v2_but_never_the_root() {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let Some(v2) = thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&mounts).into_iter().find(|m| m.v2) else {
+            eprintln!("no cgroup2 mount: skipped");
+            return;
+        };
+        let dir = Path::new(&v2.path).join(format!("tg-act-{}", std::process::id()));
+        if std::fs::create_dir(&dir).is_err() {
+            eprintln!("cannot create a cgroup2 child (not root?): skipped");
+            return;
+        }
+        let pdir = proc_dir();
+        let mut a = Command::new("sleep").arg("30").spawn().expect("spawn");
+        let mut b = Command::new("sleep").arg("30").spawn().expect("spawn");
+        for c in [&a, &b] {
+            std::fs::write(dir.join("cgroup.procs"), c.id().to_string()).expect("move into cgroup");
+        }
+        let found = cgroup_v2_dir(Path::new("/proc"), Pid(a.id()), Path::new(&v2.path)).expect("found");
+        assert_eq!(found, dir);
+        // our own test process sits in the root or another cgroup: never that one
+        assert_ne!(cgroup_v2_dir(Path::new("/proc"), Pid(1), Path::new(&v2.path)).as_deref(), Some(Path::new(&v2.path)));
+        let id = identify(pdir.as_fd(), Pid(a.id())).expect("live");
+        let acted = kill_cgroup(pdir.as_fd(), id, &found).expect("cgroup.kill");
+        assert!(matches!(acted, Acted::Signalled { .. }));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(a.wait().expect("wait").signal(), Some(9));
+        assert_eq!(b.wait().expect("wait").signal(), Some(9), "the whole cgroup died");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -161,7 +161,7 @@ pub fn run(cli: Cli) -> i32 {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Thaw { pid } => thaw(&cli.proc_root, Pid(pid)),
+        Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
     };
     match result {
         Ok(()) => exit::OK,
@@ -174,10 +174,21 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn thaw(proc_root: &std::path::Path, pid: Pid) -> anyhow::Result<()> {
+fn thaw(proc_root: &std::path::Path, sys_root: &std::path::Path, pid: Pid) -> anyhow::Result<()> {
     use std::os::fd::AsFd;
     let dir = crate::procdir::open_dir(proc_root)?;
     let id = crate::act::identify(dir.as_fd(), pid).ok_or_else(|| anyhow::anyhow!("no process {pid}"))?;
+    // frozen as a whole cgroup (victim.whole_cgroup): thaw the cgroup too
+    let v2 = std::fs::read_to_string(proc_root.join("self/mountinfo"))
+        .ok()
+        .and_then(|t| thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&t).into_iter().find(|m| m.v2))
+        .map(|m| crate::cgroups::under_sys_root(&m.path, sys_root));
+    if let Some(cg) = v2.and_then(|m| crate::act::cgroup_v2_dir(proc_root, pid, &m))
+        && std::fs::read_to_string(cg.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1")
+    {
+        crate::act::freeze_cgroup(dir.as_fd(), id, &cg, false)?;
+        println!("thawed cgroup {}", cg.display());
+    }
     match crate::act::thaw(dir.as_fd(), id)? {
         crate::act::Acted::Signalled { .. } => {
             println!("resumed {pid}");

@@ -80,6 +80,8 @@ pub struct Guard {
     scanner: Scanner,
     scopes: Vec<CgroupScope>,
     members: Vec<u32>,
+    /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
+    v2_mount: Option<PathBuf>,
     discovered_at: Micros,
     wakeup: Wakeup,
     in_flight: Option<InFlight>,
@@ -110,6 +112,7 @@ impl Guard {
             scanner,
             scopes: Vec::new(),
             members,
+            v2_mount: None,
             discovered_at: Micros::ZERO,
             wakeup,
             in_flight: None,
@@ -117,6 +120,10 @@ impl Guard {
             counters: Counters::default(),
             last_sample_error: false,
         };
+        guard.v2_mount = std::fs::read_to_string(guard.opts.proc_root.join("self/mountinfo"))
+            .ok()
+            .and_then(|t| thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&t).into_iter().find(|m| m.v2))
+            .map(|m| cgroups::under_sys_root(&m.path, &guard.opts.sys_root));
         guard.discover();
         Ok(guard)
     }
@@ -316,10 +323,13 @@ impl Guard {
         let outcome = if dry {
             None
         } else {
+            let whole = self.whole_cgroup_of(victim.id.pid);
             let dir = self.scanner.proc_dir().as_fd();
-            Some(match action {
-                Action::Kill => act::kill(dir, victim.id, Duration::from_millis(self.cfg.guard.sigterm_grace_ms)),
-                Action::Freeze => act::freeze(dir, victim.id),
+            Some(match (action, &whole) {
+                (Action::Kill, Some(cg)) => act::kill_cgroup(dir, victim.id, cg),
+                (Action::Freeze, Some(cg)) => act::freeze_cgroup(dir, victim.id, cg, true),
+                (Action::Kill, None) => act::kill(dir, victim.id, Duration::from_millis(self.cfg.guard.sigterm_grace_ms)),
+                (Action::Freeze, None) => act::freeze(dir, victim.id),
             })
         };
         let now = self.sampler.now();
@@ -353,6 +363,19 @@ impl Guard {
                 self.policy_mut(scope).rescue_failed(now);
             }
         }
+    }
+
+    /// With `victim.whole_cgroup`, the victim's cgroup v2 directory (never the root); the
+    /// process alone otherwise, or when it has none.
+    fn whole_cgroup_of(&self, pid: Pid) -> Option<PathBuf> {
+        if !self.cfg.victim.whole_cgroup {
+            return None;
+        }
+        let dir = self.v2_mount.as_deref().and_then(|m| act::cgroup_v2_dir(&self.opts.proc_root, pid, m));
+        if dir.is_none() {
+            warn!("victim.whole_cgroup: {pid} is in no cgroup v2 below the root; acting on the process alone");
+        }
+        dir
     }
 
     /// Available memory of a scope now, as a percentage of its total.

@@ -36,29 +36,62 @@ pub struct Summary {
     pub skipped: u64,
 }
 
-/// Replay `path` with `cfg`, writing decisions to `out`.
+#[derive(serde::Serialize)]
+struct JsonDecision<'a> {
+    t: f64,
+    action: &'a str,
+    reason: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct JsonSummary {
+    summary: bool,
+    decisions: u64,
+    samples: u64,
+}
+
+/// Replay `path` with `cfg`, writing decisions to `out`. A trace cut short (a recorder
+/// killed mid-line, a gzip stream never finished) replays up to the cut with a warning;
+/// a damaged line elsewhere is an error naming the file and line.
 pub fn run(path: &Path, cfg: &Config, json: bool, out: &mut dyn Write) -> Result<Summary> {
     let reader = open_trace(path)?;
-    let mut lines = reader.lines();
-    let header =
-        lines.next().with_context(|| format!("{}: empty trace", path.display()))?.with_context(|| format!("{}: line 1", path.display()))?;
+    let mut lines = reader.lines().peekable();
+    let header = match lines.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => bail!("{}: line 1: {e}", path.display()),
+        None => bail!("{}: empty trace", path.display()),
+    };
     let header = trace::parse_header(&header).with_context(|| path.display().to_string())?;
     if !header.files.iter().any(|f| f == "meminfo") {
         bail!("{}: line 1: the trace does not carry meminfo", path.display());
     }
     let mut replayer = Replayer::new(cfg.policy.clone(), cfg.guard.action.as_str());
     let mut decisions = 0u64;
-    for (i, text) in lines.enumerate() {
-        let no = i + 2;
-        let text = text.with_context(|| format!("{}: line {no}", path.display()))?;
+    let mut no = 1;
+    while let Some(text) = lines.next() {
+        no += 1;
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{}: trace ends early at line {no} ({e}); replayed what came before", path.display());
+                break;
+            }
+        };
         if text.trim().is_empty() {
             continue;
         }
-        let line = trace::parse_line(no, &text).with_context(|| path.display().to_string())?;
+        let line = match trace::parse_line(no, &text) {
+            Ok(l) => l,
+            Err(e) if lines.peek().is_none() => {
+                log::warn!("{}: last line {no} is cut short ({}); ignored", path.display(), e.what);
+                break;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(path.display().to_string())),
+        };
         if let Some(d) = replayer.feed(&line) {
             decisions += 1;
             if json {
-                writeln!(out, "{}", serde_json::json!({"t": d.t, "action": d.action, "reason": d.reason}))?;
+                writeln!(out, "{}", serde_json::to_string(&JsonDecision { t: d.t, action: d.action, reason: &d.reason })?)?;
             } else {
                 writeln!(out, "t={:.3} {} {}", d.t, d.action, d.reason)?;
             }
@@ -66,7 +99,7 @@ pub fn run(path: &Path, cfg: &Config, json: bool, out: &mut dyn Write) -> Result
     }
     let summary = Summary { decisions, samples: replayer.samples, skipped: replayer.skipped };
     if json {
-        writeln!(out, "{}", serde_json::json!({"summary": true, "decisions": decisions, "samples": summary.samples}))?;
+        writeln!(out, "{}", serde_json::to_string(&JsonSummary { summary: true, decisions, samples: summary.samples })?)?;
     } else {
         writeln!(out, "{} decisions over {} samples ({} skipped)", decisions, summary.samples, summary.skipped)?;
     }
