@@ -71,7 +71,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            full_stall_pct: 25.0,
+            full_stall_pct: 20.0,
             stall_floor_pct: 10.0,
             sustain_ms: 3000,
             sustain_corroborated_ms: 1000,
