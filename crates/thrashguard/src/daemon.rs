@@ -427,13 +427,8 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
 pub fn protect_self(cfg: &Config, proc_root: &Path) -> Vec<String> {
     let mut missing = Vec::new();
     if cfg.guard.lock_memory {
-        use rustix::mm::MlockAllFlags as F;
-        let r = rustix::mm::mlockall(F::CURRENT | F::FUTURE | F::ONFAULT)
-            .or_else(|e| if e == rustix::io::Errno::INVAL { rustix::mm::mlockall(F::CURRENT | F::FUTURE) } else { Err(e) });
-        if let Err(e) = r {
-            missing.push(format!(
-                "lock memory (mlockall: {e}; needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK): the guard may be swapped out under pressure"
-            ));
+        if let Err(why) = lock_memory(proc_root) {
+            missing.push(format!("lock memory ({why}): the guard may be swapped out under pressure"));
         }
     }
     if let Err(e) = std::fs::write(proc_root.join("self/oom_score_adj"), b"-1000") {
@@ -454,14 +449,45 @@ pub fn protect_self(cfg: &Config, proc_root: &Path) -> Vec<String> {
     missing
 }
 
+/// Locked memory the guard may need beyond what it reserved at start (logging, a rescue).
+const LOCK_MARGIN_KIB: u64 = 64 * 1024;
+
+/// mlockall, but only where the lock cannot make later allocations fail: with
+/// CAP_IPC_LOCK, or an RLIMIT_MEMLOCK with room to spare. (MCL_FUTURE under a small limit
+/// turns every later mmap into ENOMEM: a guard that aborts on its first allocation.)
+fn lock_memory(proc_root: &Path) -> Result<(), String> {
+    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    const CAP_IPC_LOCK: u32 = 14;
+    let cap = field("CapEff:").and_then(|v| u64::from_str_radix(v, 16).ok()).is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
+    if !cap {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+        let vm_kib = field("VmSize:").and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(u64::MAX / 2);
+        if let Some(bytes) = limit
+            && bytes / 1024 < vm_kib + LOCK_MARGIN_KIB
+        {
+            return Err(format!(
+                "no CAP_IPC_LOCK and RLIMIT_MEMLOCK is {} KiB, below the {} KiB it would need",
+                bytes / 1024,
+                vm_kib + LOCK_MARGIN_KIB
+            ));
+        }
+    }
+    use rustix::mm::MlockAllFlags as F;
+    rustix::mm::mlockall(F::CURRENT | F::FUTURE | F::ONFAULT)
+        .or_else(|e| if e == rustix::io::Errno::INVAL { rustix::mm::mlockall(F::CURRENT | F::FUTURE) } else { Err(e) })
+        .map_err(|e| format!("mlockall: {e}"))
+}
+
 /// Entry point of `thrashguard daemon`.
 pub fn main(cfg: Config, opts: Options) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    let missing = if opts.no_self_protect { Vec::new() } else { protect_self(&cfg, &opts.proc_root) };
+    // Reserve everything first, then lock it.
     let mut guard = Guard::new(cfg, opts)?;
+    let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg, &guard.opts.proc_root) };
     let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };
     info!(
         "guarding{dry}: {}; action {}, victims ranked by {:?}; {} memory cgroup scope(s)",

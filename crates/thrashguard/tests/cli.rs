@@ -176,3 +176,29 @@ fn daemon_dry_run_starts_and_stops_cleanly() {
     assert!(err.contains("guarding (dry run"), "{err}");
     assert!(err.contains("stopping after"), "{err}");
 }
+
+#[test]
+fn unprivileged_it_runs_and_says_what_it_cannot_do() {
+    if !rustix::process::geteuid().is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("needs root and setpriv to drop to nobody: skipped");
+        return;
+    }
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_thrashguard"),
+            "daemon",
+            "--dry-run",
+            "--duration",
+            "0.5",
+        ])
+        .output()
+        .expect("setpriv");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("running with reduced power"), "{err}");
+    assert!(err.contains("lock memory"), "{err}");
+    assert!(err.contains("signal other users' processes"), "{err}");
+}

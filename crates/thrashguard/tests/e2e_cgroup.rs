@@ -246,6 +246,10 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
     assert_eq!(d["scope"], cg_name.as_str(), "{d}");
     assert_eq!(d["victim_pid"], hog, "{d}");
     assert_eq!(d["dry_run"], false);
+    // the time from the triggering sample to the victim's exit is measured and logged
+    let exit_line = log.iter().find(|l| l.contains("exited") && l.contains(&hog.to_string()));
+    eprintln!("{exit_line:?}");
+    assert!(exit_line.is_some(), "no exit-time line: {log:#?}");
     // the bystander, bigger and outside, lives
     assert!(kids.0[0].try_wait().expect("try_wait").is_none(), "the bystander {bystander} died");
 }
