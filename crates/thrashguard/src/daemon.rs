@@ -426,10 +426,10 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
 /// not be done, for one warning at start.
 pub fn protect_self(cfg: &Config, proc_root: &Path) -> Vec<String> {
     let mut missing = Vec::new();
-    if cfg.guard.lock_memory {
-        if let Err(why) = lock_memory(proc_root) {
-            missing.push(format!("lock memory ({why}): the guard may be swapped out under pressure"));
-        }
+    if cfg.guard.lock_memory
+        && let Err(why) = lock_memory(proc_root)
+    {
+        missing.push(format!("lock memory ({why}): the guard may be swapped out under pressure"));
     }
     if let Err(e) = std::fs::write(proc_root.join("self/oom_score_adj"), b"-1000") {
         missing.push(format!("protect itself from the OOM killer (oom_score_adj -1000: {e})"));
