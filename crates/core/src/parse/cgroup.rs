@@ -4,7 +4,7 @@
 //! Owns the scope signals for cgroup-local pressure (a cgroup at its limit thrashes while
 //! the machine has gigabytes free). Must never allocate or read a file.
 
-use super::{ParseError, numbered_lines, parse_u64, trim, words};
+use super::{ParseError, counter_lines, parse_u64, trim};
 use crate::units::Kib;
 
 /// A cgroup memory limit: a number of bytes, or none (`max` in v2, a huge number in v1).
@@ -53,12 +53,8 @@ impl CgroupMemStat {
 pub fn parse_memory_stat(file: &'static str, buf: &[u8]) -> Result<CgroupMemStat, ParseError> {
     let mut s = CgroupMemStat::default();
     let mut any = false;
-    for (no, line) in numbered_lines(buf) {
-        let mut w = words(line);
-        let (Some(name), Some(value)) = (w.next(), w.next()) else {
-            return Err(ParseError::new(file, no, "expected `name value`"));
-        };
-        let value = parse_u64(value).ok_or(ParseError::new(file, no, "bad number"))?;
+    for counter in counter_lines(file, buf) {
+        let (name, value) = counter?;
         any = true;
         let (name, total) = match name.strip_prefix(b"total_") {
             Some(n) => (n, true),

@@ -48,6 +48,19 @@ pub(crate) fn numbered_lines(buf: &[u8]) -> impl Iterator<Item = (usize, &[u8])>
     complete.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.is_empty())
 }
 
+/// `name value` lines (vmstat, memory.stat): each as (name, value), or an error naming
+/// the line. Empty and cut-short last lines are skipped as in [`numbered_lines`].
+pub(crate) fn counter_lines<'a>(file: &'static str, buf: &'a [u8]) -> impl Iterator<Item = Result<(&'a [u8], u64), ParseError>> {
+    numbered_lines(buf).map(move |(no, line)| {
+        let mut w = words(line);
+        let (Some(name), Some(value)) = (w.next(), w.next()) else {
+            return Err(ParseError::new(file, no, "expected `name value`"));
+        };
+        let value = parse_u64(value).ok_or(ParseError::new(file, no, "bad number"))?;
+        Ok((name, value))
+    })
+}
+
 /// A decimal unsigned integer, the whole slice; `None` on anything else or on overflow.
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() {

@@ -5,7 +5,7 @@
 //! 4.10, `workingset_refault` split into anon/file in 5.9, per-zone `pgscan_direct_*`
 //! before 4.8); this module folds them into one shape. Must never allocate or read a file.
 
-use super::{ParseError, numbered_lines, parse_u64, words};
+use super::{ParseError, counter_lines};
 use crate::units::Pages;
 
 /// The vmstat counters thrashguard uses. `None`: the kernel does not have the counter.
@@ -59,12 +59,8 @@ pub fn parse(file: &'static str, buf: &[u8]) -> Result<Vmstat, ParseError> {
     let mut any = false;
     // Per-zone sums, used only when the unsuffixed counter is absent (old kernels).
     let (mut scan_direct_zones, mut scan_kswapd_zones) = (None, None);
-    for (no, line) in numbered_lines(buf) {
-        let mut w = words(line);
-        let (Some(name), Some(value)) = (w.next(), w.next()) else {
-            return Err(ParseError::new(file, no, "expected `name value`"));
-        };
-        let value = parse_u64(value).ok_or(ParseError::new(file, no, "bad number"))?;
+    for counter in counter_lines(file, buf) {
+        let (name, value) = counter?;
         any = true;
         match name {
             b"nr_free_pages" => v.nr_free_pages = Some(Pages(value)),
