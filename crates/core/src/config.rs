@@ -144,6 +144,13 @@ impl Config {
         range("policy.retry_after_failure_ms", p.retry_after_failure_ms, 100, 600_000, "must be within 100..=600000")?;
         range("policy.min_interval_ms", p.min_interval_ms, 10, 10_000, "must be within 10..=10000")?;
         range("policy.max_interval_ms", p.max_interval_ms, p.min_interval_ms, 60_000, "must be within policy.min_interval_ms..=60000")?;
+        range(
+            "policy.max_interval_with_trigger_ms",
+            p.max_interval_with_trigger_ms,
+            p.min_interval_ms,
+            60_000,
+            "must be within policy.min_interval_ms..=60000",
+        )?;
         range("policy.no_psi_available_pct", p.no_psi_available_pct, 0.0, 100.0, "must be within 0..=100")?;
         range("policy.no_psi_swap_free_pct", p.no_psi_swap_free_pct, 0.0, 100.0, "must be within 0..=100")?;
         let g = &self.guard;

@@ -53,14 +53,23 @@ impl CgroupScope {
     /// Open a cgroup directory as a scope; `None` when it has no memory limit below RAM
     /// or its files cannot be opened.
     pub fn open(dir: &Path, name: String, v2: bool, mem_total: Kib, cfg: &PolicyConfig) -> Option<CgroupScope> {
+        // Most cgroups have no limit: find out with one small read before opening anything.
+        let limit_file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+        let limit = std::fs::read(dir.join(limit_file)).ok().and_then(|b| cgroup::parse_limit("memory limit", &b).ok()).flatten()?;
+        if limit >= mem_total {
+            return None;
+        }
         let f = |n: &str| ProcFile::open(dir.join(n)).ok();
         let (usage, limit) =
             if v2 { (f("memory.current")?, f("memory.max")?) } else { (f("memory.usage_in_bytes")?, f("memory.limit_in_bytes")?) };
+        let mut policy = Policy::new(cfg.clone());
+        // Cgroup thrash takes a whole sustain window to show: no need to pace by fill rate.
+        policy.set_calm_interval(Some(Micros::from_millis(cfg.max_interval_ms)));
         let mut scope = CgroupScope {
             name,
             dir: dir.to_path_buf(),
             v2,
-            policy: Policy::new(cfg.clone()),
+            policy,
             usage,
             limit,
             stat: f("memory.stat")?,
@@ -121,7 +130,16 @@ impl CgroupScope {
 }
 
 /// Find every memory cgroup with a limit below `mem_total`, at most `max` of them.
-pub fn discover(proc_root: &Path, sys_root: &Path, mem_total: Kib, max: usize, cfg: &PolicyConfig) -> Vec<CgroupScope> {
+/// Scopes in `known` whose directory still exists are kept as they are (open files and
+/// policy state); only new cgroups are opened.
+pub fn discover(
+    proc_root: &Path,
+    sys_root: &Path,
+    mem_total: Kib,
+    max: usize,
+    cfg: &PolicyConfig,
+    mut known: Vec<CgroupScope>,
+) -> Vec<CgroupScope> {
     let mut scopes = Vec::new();
     let Ok(text) = std::fs::read_to_string(proc_root.join("self/mountinfo")) else { return scopes };
     for mount in mountinfo::memory_cgroup_mounts(&text) {
@@ -133,9 +151,13 @@ pub fn discover(proc_root: &Path, sys_root: &Path, mem_total: Kib, max: usize, c
                 return scopes;
             }
             if dir != root {
-                let name = format!("/{}", dir.strip_prefix(&root).unwrap_or(&dir).display());
-                if let Some(scope) = CgroupScope::open(&dir, name, mount.v2, mem_total, cfg) {
-                    scopes.push(scope);
+                if let Some(i) = known.iter().position(|k| k.dir == dir) {
+                    scopes.push(known.swap_remove(i));
+                } else {
+                    let name = format!("/{}", dir.strip_prefix(&root).unwrap_or(&dir).display());
+                    if let Some(scope) = CgroupScope::open(&dir, name, mount.v2, mem_total, cfg) {
+                        scopes.push(scope);
+                    }
                 }
             }
             if depth < 16
@@ -176,7 +198,7 @@ mod tests {
         fake_v1(&mem, "limited", 512 << 20, 500 << 20, "10\n11\n");
         fake_v1(&mem, "limited/child", 9_223_372_036_854_771_712, 1 << 20, "12\n");
         fake_v1(&mem, "unlimited", 9_223_372_036_854_771_712, 1 << 20, "13\n");
-        let scopes = discover(&proc_root, &sys_root, Kib(16 << 20), 64, &PolicyConfig::default());
+        let scopes = discover(&proc_root, &sys_root, Kib(16 << 20), 64, &PolicyConfig::default(), Vec::new());
         assert_eq!(scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["/limited"]);
         let mut members = Vec::with_capacity(16);
         scopes[0].members(&mut members);

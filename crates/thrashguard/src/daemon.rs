@@ -18,7 +18,7 @@ use rustix::event::{PollFd, PollFlags};
 use thrashguard_core::config::{Action, Config};
 use thrashguard_core::policy::rank::Candidate;
 use thrashguard_core::policy::{Phase, Policy, Rescue};
-use thrashguard_core::units::{Micros, Pid};
+use thrashguard_core::units::{Kib, Micros, Pid};
 
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope};
@@ -26,7 +26,10 @@ use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, Scanner};
 
 /// How often calm scopes are re-discovered (new cgroups, removed ones).
-const REDISCOVER: Micros = Micros::from_secs(10);
+const REDISCOVER: Micros = Micros::from_secs(60);
+/// While a scope is under pressure, scan processes this often, so that the scan at the
+/// decision has fault and growth deltas to weigh.
+const PRESCAN: Micros = Micros::from_secs(1);
 
 /// Options from the command line that are not in the config file.
 #[derive(Clone, Debug, Default)]
@@ -83,6 +86,8 @@ pub struct Guard {
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
     discovered_at: Micros,
+    scanned_at: Option<Micros>,
+    mem_total: Kib,
     wakeup: Wakeup,
     in_flight: Option<InFlight>,
     next: Micros,
@@ -114,6 +119,8 @@ impl Guard {
             members,
             v2_mount: None,
             discovered_at: Micros::ZERO,
+            scanned_at: None,
+            mem_total: Kib::ZERO,
             wakeup,
             in_flight: None,
             next: Micros::ZERO,
@@ -124,6 +131,10 @@ impl Guard {
             .ok()
             .and_then(|t| thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&t).into_iter().find(|m| m.v2))
             .map(|m| cgroups::under_sys_root(&m.path, &guard.opts.sys_root));
+        if let Wakeup::Trigger { .. } = guard.wakeup {
+            guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
+        }
+        guard.mem_total = guard.sampler.sample().map(|s| s.mem.mem_total).unwrap_or_default();
         guard.discover();
         Ok(guard)
     }
@@ -133,31 +144,28 @@ impl Guard {
         self.scopes.iter().map(|s| format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)).collect()
     }
 
-    /// (Re)discover memory cgroups with limits, keeping the policy state of those still there.
+    /// (Re)discover memory cgroups with limits, keeping the scopes still there as they are.
     /// Allocates: it runs at start and then only while every scope is calm.
     fn discover(&mut self) {
         self.discovered_at = self.sampler.now();
-        if !self.cfg.cgroups.watch || self.cfg.cgroups.max_scopes == 0 {
+        if !self.cfg.cgroups.watch || self.cfg.cgroups.max_scopes == 0 || self.mem_total.0 == 0 {
             return;
         }
-        let Ok(snap) = self.sampler.sample() else { return };
-        let mut fresh = cgroups::discover(
-            &self.opts.proc_root,
-            &self.opts.sys_root,
-            snap.mem.mem_total,
-            self.cfg.cgroups.max_scopes as usize,
-            &self.cfg.policy,
-        );
-        for scope in &mut fresh {
-            if let Some(old) = self.scopes.iter_mut().find(|o| o.dir == scope.dir) {
-                std::mem::swap(&mut scope.policy, &mut old.policy);
-            }
-        }
         let before = self.scope_names();
-        self.scopes = fresh;
+        let known = std::mem::take(&mut self.scopes);
+        let max = self.cfg.cgroups.max_scopes as usize;
+        self.scopes = cgroups::discover(&self.opts.proc_root, &self.opts.sys_root, self.mem_total, max, &self.cfg.policy, known);
         if self.scope_names() != before {
             info!("watching {} memory cgroup(s) with limits: {}", self.scopes.len(), self.scope_names().join(", "));
         }
+    }
+
+    /// Run the rescue path's reading half once (scan and rank, no action), so that under
+    /// MCL_ONFAULT its code and buffers are resident before they are needed.
+    pub fn warm_up(&mut self) {
+        self.scanner.scan(None);
+        let _ = self.scanner.pick(self.cfg.victim.rank_by);
+        self.scanned_at = Some(self.sampler.now());
     }
 
     fn policy_mut(&mut self, scope: Option<usize>) -> &mut Policy {
@@ -208,6 +216,8 @@ impl Guard {
             }
         };
         self.last_sample_error = false;
+        self.mem_total = snap.mem.mem_total;
+        let swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
         let step = self.policy.step(&snap.scope_sample());
         let mut next = step.next_sample;
         let mut calm = step.phase == Phase::Calm;
@@ -235,8 +245,12 @@ impl Guard {
             if self.in_flight.is_some() {
                 self.policy_mut(scope).rescue_failed(snap.at);
             } else {
-                self.rescue(rescue, scope);
+                self.rescue(rescue, scope, swap_in_use);
             }
+        } else if !calm && self.in_flight.is_none() && self.scanned_at.is_none_or(|t| snap.at.saturating_sub(t) >= PRESCAN) {
+            // Pressure is building: scan now so the decision's scan has deltas to weigh.
+            self.scanner.scan_with(None, swap_in_use);
+            self.scanned_at = Some(snap.at);
         } else if calm && self.in_flight.is_none() && snap.at.saturating_sub(self.discovered_at) >= REDISCOVER {
             self.discover();
         }
@@ -287,7 +301,7 @@ impl Guard {
         }
     }
 
-    fn rescue(&mut self, rescue: Rescue, scope: Option<usize>) {
+    fn rescue(&mut self, rescue: Rescue, scope: Option<usize>, swap_in_use: bool) {
         let t0 = Instant::now();
         let members = match scope.and_then(|i| self.scopes.get(i)) {
             Some(s) => {
@@ -296,7 +310,8 @@ impl Guard {
             }
             None => None,
         };
-        let stats = self.scanner.scan(members);
+        let stats = self.scanner.scan_with(members, swap_in_use);
+        self.scanned_at = Some(self.sampler.now());
         let victim = self.scanner.pick(self.cfg.victim.rank_by);
         let scan_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let scope_name = scope.and_then(|i| self.scopes.get(i)).map_or("system".to_string(), |s| s.name.clone());
@@ -488,6 +503,7 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     // Reserve everything first, then lock it.
     let mut guard = Guard::new(cfg, opts)?;
     let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg, &guard.opts.proc_root) };
+    guard.warm_up();
     let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };
     info!(
         "guarding{dry}: {}; action {}, victims ranked by {:?}; {} memory cgroup scope(s)",

@@ -63,14 +63,18 @@ impl ProcFile {
 }
 
 /// pread from offset 0 until end of file; `OutOfMemory` if `buf` fills up first.
+/// A /proc text file is generated whole on the first read, so a read that returns less
+/// than was asked for is its end: no second pread just to see 0.
 pub fn pread_all(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "file larger than its buffer"));
         }
+        let want = buf.len() - len;
         match rustix::io::pread(fd.as_fd(), &mut buf[len..], len as u64) {
             Ok(0) => return Ok(len),
+            Ok(n) if n < want => return Ok(len + n),
             Ok(n) => len += n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),

@@ -53,8 +53,16 @@ impl Preferences {
 struct Prev {
     id: ProcId,
     majflt: u64,
-    footprint: Kib,
+    rss: Kib,
+    /// Swapped-out memory, where the previous scan read it.
+    swap: Option<Kib>,
 }
+
+/// Processes whose /proc/PID/status (for VmSwap) is read in a scan: the best this many by
+/// the figures /proc/PID/stat gives. Reading status costs more than stat and half the scan
+/// (see benches/scan.rs); a process outside the top few hundred by resident size and
+/// faulting is not what makes the machine thrash.
+pub const DETAIL_TOP: usize = 256;
 
 /// What one scan saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,8 +87,11 @@ pub struct Scanner {
     buf: Box<[u8]>,
     cmdline: Box<[u8]>,
     cands: Vec<Candidate>,
-    /// Absolute major-fault counts, index for index with `cands`.
+    /// Per candidate, index for index with `cands`: absolute major-fault count, resident
+    /// size from stat, and whether status (swap) was read.
     abs_majflt: Vec<u64>,
+    rss: Vec<Kib>,
+    swap_known: Vec<bool>,
     prev: Vec<Prev>,
     order: Vec<u32>,
     own: Pid,
@@ -99,6 +110,8 @@ impl Scanner {
             cmdline: vec![0u8; 4096].into_boxed_slice(),
             cands: Vec::with_capacity(capacity),
             abs_majflt: Vec::with_capacity(capacity),
+            rss: Vec::with_capacity(capacity),
+            swap_known: Vec::with_capacity(capacity),
             prev: Vec::with_capacity(capacity),
             order: Vec::with_capacity(capacity),
             own,
@@ -112,18 +125,31 @@ impl Scanner {
         &self.cands
     }
 
-    /// Scan every process (or, with `members`, only those pids: a sorted slice).
+    /// Scan every process (or, with `members`, only those pids: a sorted slice), reading
+    /// swap for the [`DETAIL_TOP`] best candidates.
     pub fn scan(&mut self, members: Option<&[u32]>) -> ScanStats {
+        self.scan_with(members, true)
+    }
+
+    /// As [`Scanner::scan`]; with `swap_in_use` false (no swap, or none used) no status
+    /// file is read at all: RSS from stat is the whole footprint.
+    pub fn scan_with(&mut self, members: Option<&[u32]>, swap_in_use: bool) -> ScanStats {
         let mut stats = ScanStats::default();
         // Keep the previous scan for deltas.
         self.prev.clear();
-        self.prev.extend(self.cands.iter().zip(&self.abs_majflt).map(|(c, &majflt)| Prev { id: c.id, majflt, footprint: c.footprint }));
+        for (i, c) in self.cands.iter().enumerate() {
+            let swap = self.swap_known[i].then_some(c.swap);
+            self.prev.push(Prev { id: c.id, majflt: self.abs_majflt[i], rss: self.rss[i], swap });
+        }
         self.prev.sort_unstable_by_key(|p| p.id.pid);
         self.cands.clear();
         self.abs_majflt.clear();
+        self.rss.clear();
+        self.swap_known.clear();
         if rustix::fs::seek(&self.proc_dir, rustix::fs::SeekFrom::Start(0)).is_err() {
             return stats;
         }
+        // Phase 1: stat of every process (identity, state, RSS, major faults).
         let mut dir = rustix::fs::RawDir::new(self.proc_dir.as_fd(), &mut self.dents);
         while let Some(entry) = dir.next() {
             let Ok(entry) = entry else { break };
@@ -136,25 +162,66 @@ impl Scanner {
                 stats.over_capacity += 1;
                 continue;
             }
-            match read_candidate(self.proc_dir.as_fd(), pid, &mut self.buf, self.page_size) {
+            match read_stat(self.proc_dir.as_fd(), pid, &mut self.buf, self.page_size) {
                 Ok((mut c, majflt)) => {
+                    let prev = self.prev.binary_search_by_key(&pid, |p| p.id.pid).ok().map(|i| self.prev[i]).filter(|p| p.id == c.id);
                     // Deltas only against the same process: a reused pid starts afresh.
-                    if let Ok(i) = self.prev.binary_search_by_key(&pid, |p| p.id.pid) {
-                        let p = self.prev[i];
-                        if p.id == c.id {
-                            c.majflt_delta = majflt.saturating_sub(p.majflt);
-                            c.growth_kib = c.footprint.0 as i64 - p.footprint.0 as i64;
-                        }
+                    if let Some(p) = prev {
+                        c.majflt_delta = majflt.saturating_sub(p.majflt);
+                        c.growth_kib = c.footprint.0 as i64 - p.rss.0 as i64;
                     }
+                    self.rss.push(c.footprint);
                     self.cands.push(c);
                     self.abs_majflt.push(majflt);
+                    self.swap_known.push(false);
                     stats.recorded += 1;
                 }
                 Err(ReadError::Gone) => stats.gone += 1,
                 Err(_) => stats.unreadable += 1,
             }
         }
+        if swap_in_use {
+            self.read_swap_of_the_best(&mut stats);
+        }
         stats
+    }
+
+    /// Phase 2: status (VmSwap) of the best [`DETAIL_TOP`] candidates by their stat figures.
+    fn read_swap_of_the_best(&mut self, stats: &mut ScanStats) {
+        let totals = rank::Totals::of(&self.cands, self.own);
+        self.order.clear();
+        self.order.extend((0..self.cands.len() as u32).filter(|&i| rank::eligibility(&self.cands[i as usize], self.own).is_ok()));
+        if self.order.len() > DETAIL_TOP {
+            let cands = &self.cands;
+            self.order.select_nth_unstable_by(DETAIL_TOP, |a, b| {
+                rank::badness(&cands[*b as usize], &totals).total_cmp(&rank::badness(&cands[*a as usize], &totals))
+            });
+            self.order.truncate(DETAIL_TOP);
+        }
+        for &i in &self.order {
+            let i = i as usize;
+            let pid = self.cands[i].id.pid;
+            match procdir::read_pid_file(self.proc_dir.as_fd(), pid, "status", &mut self.buf) {
+                Ok(text) => {
+                    if let Ok(st) = pid::parse_status(text) {
+                        let c = &mut self.cands[i];
+                        c.swap = st.vm_swap.unwrap_or_default();
+                        c.footprint = st.footprint();
+                        self.swap_known[i] = true;
+                        let prev = self.prev.binary_search_by_key(&pid, |p| p.id.pid).ok().map(|j| self.prev[j]).filter(|p| p.id == c.id);
+                        if let Some(Prev { rss, swap: Some(swap), .. }) = prev {
+                            c.growth_kib = c.footprint.0 as i64 - rss.saturating_add(swap).0 as i64;
+                        }
+                    }
+                }
+                Err(ReadError::Gone) => {
+                    // exited between the two reads: no longer a candidate
+                    self.cands[i].exiting = true;
+                    stats.gone += 1;
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Rank the last scan and return the best eligible victim, reading oom_score_adj (and
@@ -202,14 +269,15 @@ impl Scanner {
     }
 }
 
-/// Read one process's stat and status into a candidate, with its absolute major-fault count.
-fn read_candidate(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
+/// Read one process's stat into a candidate (footprint = RSS), with its absolute
+/// major-fault count.
+fn read_stat(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
     let stat = procdir::read_pid_file(proc_dir, pid, "stat", buf)?;
     let stat = pid::parse_stat(stat).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
-    let mut c = Candidate {
+    let c = Candidate {
         id: ProcId { pid: stat.pid, start_time: stat.start_time },
         comm: stat.comm,
-        footprint: Kib::from_pages(stat.rss, page_size),
+        footprint: if stat.is_kernel_thread() || stat.is_exiting() { Kib::ZERO } else { Kib::from_pages(stat.rss, page_size) },
         swap: Kib::ZERO,
         majflt_delta: 0,
         growth_kib: 0,
@@ -219,14 +287,5 @@ fn read_candidate(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8
         exiting: stat.is_exiting(),
         preference: Preference::Neutral,
     };
-    if c.kernel_thread || c.exiting {
-        c.footprint = Kib::ZERO;
-        return Ok((c, stat.majflt));
-    }
-    let status = procdir::read_pid_file(proc_dir, pid, "status", buf)?;
-    if let Ok(st) = pid::parse_status(status) {
-        c.footprint = st.footprint();
-        c.swap = st.vm_swap.unwrap_or_default();
-    }
     Ok((c, stat.majflt))
 }

@@ -86,7 +86,8 @@ fn vanished_and_garbled_processes_are_skipped() {
     proc_entry(&t.0, 14, "late", 'S', 0, 0, 7000, 0, 0);
     let mut s = scanner(&t.0, Preferences::default());
     let stats = s.scan(None);
-    assert_eq!((stats.recorded, stats.gone, stats.unreadable), (2, 2, 1), "{stats:?}");
+    // 13 is recorded from its stat, then found gone when its status is read
+    assert_eq!((stats.recorded, stats.gone, stats.unreadable), (3, 2, 1), "{stats:?}");
     std::fs::remove_dir_all(t.0.join("14")).unwrap();
     assert_eq!(s.pick(RankBy::Footprint).map(|v| v.id.pid), Some(Pid(10)));
 }
@@ -155,4 +156,33 @@ fn capacity_is_never_exceeded() {
     let mut s = Scanner::new(&t.0, 64, Pid(4242), Preferences::default()).unwrap();
     let stats = s.scan(None);
     assert_eq!((stats.recorded, stats.over_capacity), (64, 36));
+}
+
+#[test]
+fn without_swap_in_use_no_status_is_read_and_rss_is_the_footprint() {
+    let t = tree("noswap");
+    proc_entry(&t.0, 60, "big", 'S', 0, 0, 800, 0, 0);
+    proc_entry(&t.0, 61, "small", 'S', 0, 0, 100, 0, 0);
+    // a status that would fail to parse if it were read
+    std::fs::write(t.0.join("60/status"), "garbage").unwrap();
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan_with(None, false);
+    let v = s.pick(RankBy::Footprint).expect("victim");
+    assert_eq!((v.id.pid, v.footprint.0), (Pid(60), 800 * 1024));
+}
+
+#[test]
+fn swap_is_read_only_for_the_best_candidates() {
+    let t = tree("top");
+    // 300 small processes and one whose resident size ranks it first
+    for pid in 1000..1300 {
+        proc_entry(&t.0, pid, "small", 'S', 0, 0, 1, 50, 0);
+    }
+    proc_entry(&t.0, 2000, "hog", 'S', 0, 0, 400, 600, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan(None);
+    let with_swap = s.candidates().iter().filter(|c| c.swap.0 > 0).count();
+    assert_eq!(with_swap, thrashguard::scan::DETAIL_TOP, "status read for the top {} only", thrashguard::scan::DETAIL_TOP);
+    let v = s.pick(RankBy::Footprint).expect("victim");
+    assert_eq!((v.id.pid, v.footprint.0), (Pid(2000), 1000 * 1024));
 }

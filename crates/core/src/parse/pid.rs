@@ -119,7 +119,7 @@ impl PidStatus {
     }
 }
 
-/// Parse /proc/PID/status.
+/// Parse /proc/PID/status, up to VmSwap.
 pub fn parse_status(buf: &[u8]) -> Result<PidStatus, ParseError> {
     const FILE: &str = "PID/status";
     let mut s = PidStatus::default();
@@ -137,7 +137,10 @@ pub fn parse_status(buf: &[u8]) -> Result<PidStatus, ParseError> {
             b"VmRSS" => s.vm_rss = Some(Kib(num()?)),
             b"RssAnon" => s.rss_anon = Some(Kib(num()?)),
             b"RssShmem" => s.rss_shmem = Some(Kib(num()?)),
-            b"VmSwap" => s.vm_swap = Some(Kib(num()?)),
+            b"VmSwap" => {
+                s.vm_swap = Some(Kib(num()?));
+                break; // nothing thrashguard uses comes after it (signal masks, cpusets...)
+            }
             _ => {}
         }
     }

@@ -60,8 +60,10 @@ pub struct PolicyConfig {
     pub retry_after_failure_ms: u64,
     /// Shortest sampling interval (under pressure).
     pub min_interval_ms: u64,
-    /// Longest sampling interval (idle, large headroom).
+    /// Longest sampling interval (idle, large headroom) without a PSI trigger.
     pub max_interval_ms: u64,
+    /// Sampling interval while calm when a PSI trigger will wake the guard at the first stall.
+    pub max_interval_with_trigger_ms: u64,
     /// Without PSI: available memory (percent of total) that, with swap exhausted, rescues.
     pub no_psi_available_pct: f64,
     /// Without PSI: free swap (percent of swap) counted as exhausted.
@@ -83,6 +85,7 @@ impl Default for PolicyConfig {
             retry_after_failure_ms: 1000,
             min_interval_ms: 100,
             max_interval_ms: 1000,
+            max_interval_with_trigger_ms: 5000,
             no_psi_available_pct: 3.0,
             no_psi_swap_free_pct: 5.0,
         }
@@ -235,6 +238,8 @@ pub struct Policy {
     state: State,
     /// Start of the current episode (stall above the floor, or memory signals without PSI).
     episode_since: Option<Micros>,
+    /// Fixed calm interval, when set (see [`Policy::set_calm_interval`]).
+    calm_interval: Option<Micros>,
 }
 
 const SECOND: Micros = Micros::from_secs(1);
@@ -247,7 +252,13 @@ const SWAP_FILL_KIB_S: f64 = 800.0 * 1024.0;
 impl Policy {
     /// A fresh policy.
     pub fn new(cfg: PolicyConfig) -> Policy {
-        Policy { cfg, window: Window::default(), state: State::Armed { not_before: Micros::ZERO }, episode_since: None }
+        Policy {
+            cfg,
+            window: Window::default(),
+            state: State::Armed { not_before: Micros::ZERO },
+            episode_since: None,
+            calm_interval: None,
+        }
     }
 
     /// The configuration in force.
@@ -382,10 +393,20 @@ impl Policy {
         (ev.episode.as_millis() >= sustain).then_some(reason)
     }
 
+    /// Fix the calm sampling interval instead of pacing by fill rate: the daemon sets it
+    /// when a PSI trigger will wake it as soon as stalls start (`max_interval_with_trigger_ms`),
+    /// and for cgroup scopes, whose thrash takes a whole sustain window to show anyway.
+    pub fn set_calm_interval(&mut self, interval: Option<Micros>) {
+        self.calm_interval = interval;
+    }
+
     fn pace(&self, s: &ScopeSample, phase: Phase, short: bool) -> Micros {
         let (min, max) = (self.cfg.min_interval_ms, self.cfg.max_interval_ms.max(self.cfg.min_interval_ms));
         if phase != Phase::Calm || short {
             return Micros::from_millis(min);
+        }
+        if let Some(calm) = self.calm_interval {
+            return calm.max(Micros::from_millis(min));
         }
         // Time for the fastest plausible allocation to eat the room above the gate.
         let gate = s.total.0 as f64 * self.cfg.available_below_pct / 100.0;

@@ -191,3 +191,14 @@ fn time_going_backwards_or_standing_still_is_harmless() {
         let _ = sim.policy.step(&s);
     }
 }
+
+#[test]
+fn calm_interval_is_fixed_when_set_but_pressure_always_samples_fast() {
+    let mut sim = Sim::new();
+    sim.policy.set_calm_interval(Some(Micros::from_secs(5)));
+    sim.run(3000, 0.0, 0);
+    assert_eq!(sim.policy.step(&sim.sample(true)).next_sample, Micros::from_secs(5));
+    sim.available_mib = 10;
+    sim.t_ms += 100;
+    assert_eq!(sim.policy.step(&sim.sample(true)).next_sample, Micros::from_millis(100), "short of memory: fast");
+}
