@@ -114,4 +114,22 @@ impl ScopeSample {
             majfault: stat.pgmajfault,
         }
     }
+
+    /// A NUMA node scope: the node's own memory (its meminfo has no MemAvailable; the
+    /// kernel's estimate is used), the machine's PSI (there is none per node) and swap, and
+    /// the node's own workingset refaults from its vmstat.
+    pub fn node(at: Micros, system: &Snapshot, node_mem: &Meminfo, node_vm: &Vmstat) -> ScopeSample {
+        ScopeSample {
+            at,
+            stall: system.psi.map(StallTotals::from),
+            total: node_mem.mem_total,
+            available: node_mem.available(),
+            swap_total: system.mem.swap_total,
+            swap_free: system.mem.swap_free,
+            refault_anon: node_vm.workingset_refault_anon,
+            refault_file: node_vm.workingset_refault_file,
+            swapin: None,
+            majfault: None,
+        }
+    }
 }

@@ -22,6 +22,7 @@ use thrashguard_core::units::{Kib, Micros, Pid};
 
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope};
+use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, Scanner};
 
@@ -46,13 +47,27 @@ pub struct Options {
     pub duration: Option<Duration>,
 }
 
+/// Which pressure scope a decision belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeRef {
+    /// The whole machine.
+    System,
+    /// A memory cgroup (index into the watched cgroups).
+    Cgroup(usize),
+    /// A NUMA node (index into the watched nodes).
+    Node(usize),
+}
+
+/// Candidates whose numa_maps a node-scope rescue reads (walking page tables is costly).
+const NODE_TOP: usize = 16;
+
 /// A rescue in flight: the victim was signalled, its exit not yet seen.
 #[derive(Debug)]
 struct InFlight {
     pidfd: OwnedFd,
     victim: Candidate,
-    /// The cgroup scope rescued (index into `scopes`), or the system.
-    scope: Option<usize>,
+    /// The scope rescued.
+    scope: ScopeRef,
     /// When the sample that triggered the decision was taken.
     decided_at: Micros,
     deadline: Micros,
@@ -82,6 +97,7 @@ pub struct Guard {
     policy: Policy,
     scanner: Scanner,
     scopes: Vec<CgroupScope>,
+    nodes: Vec<NumaNodeScope>,
     members: Vec<u32>,
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
@@ -93,6 +109,8 @@ pub struct Guard {
     next: Micros,
     /// What happened so far.
     pub counters: Counters,
+    /// The last decision: scope name and victim (for status and tests).
+    pub last_decision: Option<(String, Candidate)>,
     last_sample_error: bool,
 }
 
@@ -116,6 +134,7 @@ impl Guard {
             policy,
             scanner,
             scopes: Vec::new(),
+            nodes: Vec::new(),
             members,
             v2_mount: None,
             discovered_at: Micros::ZERO,
@@ -125,6 +144,7 @@ impl Guard {
             in_flight: None,
             next: Micros::ZERO,
             counters: Counters::default(),
+            last_decision: None,
             last_sample_error: false,
         };
         guard.v2_mount = std::fs::read_to_string(guard.opts.proc_root.join("self/mountinfo"))
@@ -136,12 +156,25 @@ impl Guard {
         }
         guard.mem_total = guard.sampler.sample().map(|s| s.mem.mem_total).unwrap_or_default();
         guard.discover();
+        guard.nodes = numa::discover(&guard.opts.sys_root, &guard.cfg.policy);
+        if !guard.nodes.is_empty() {
+            info!("watching {} NUMA nodes as scopes of their own", guard.nodes.len());
+        }
         Ok(guard)
     }
 
     /// Names of the cgroup scopes watched.
     pub fn scope_names(&self) -> Vec<String> {
         self.scopes.iter().map(|s| format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)).collect()
+    }
+
+    /// How a scope is named in logs: `system`, the cgroup path, or `node1`.
+    pub fn scope_name(&self, scope: ScopeRef) -> String {
+        match scope {
+            ScopeRef::System => "system".into(),
+            ScopeRef::Cgroup(i) => self.scopes.get(i).map_or_else(|| "cgroup?".into(), |s| s.name.clone()),
+            ScopeRef::Node(i) => self.nodes.get(i).map_or_else(|| "node?".into(), |n| format!("node{}", n.node)),
+        }
     }
 
     /// (Re)discover memory cgroups with limits, keeping the scopes still there as they are.
@@ -168,10 +201,11 @@ impl Guard {
         self.scanned_at = Some(self.sampler.now());
     }
 
-    fn policy_mut(&mut self, scope: Option<usize>) -> &mut Policy {
-        match scope.and_then(|i| self.scopes.get_mut(i)) {
-            Some(s) => &mut s.policy,
-            None => &mut self.policy,
+    fn policy_mut(&mut self, scope: ScopeRef) -> &mut Policy {
+        match scope {
+            ScopeRef::Cgroup(i) if i < self.scopes.len() => &mut self.scopes[i].policy,
+            ScopeRef::Node(i) if i < self.nodes.len() => &mut self.nodes[i].policy,
+            _ => &mut self.policy,
         }
     }
 
@@ -221,7 +255,7 @@ impl Guard {
         let step = self.policy.step(&snap.scope_sample());
         let mut next = step.next_sample;
         let mut calm = step.phase == Phase::Calm;
-        let mut pending = step.rescue.map(|r| (r, None));
+        let mut pending = step.rescue.map(|r| (r, ScopeRef::System));
         let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
         for (i, scope) in self.scopes.iter_mut().enumerate() {
             let Some(sample) = scope.sample(snap.at, global_swap) else { continue };
@@ -230,9 +264,22 @@ impl Guard {
             calm &= st.phase == Phase::Calm;
             if let Some(r) = st.rescue {
                 if pending.is_none() {
-                    pending = Some((r, Some(i)));
+                    pending = Some((r, ScopeRef::Cgroup(i)));
                 } else {
                     scope.policy.rescue_failed(snap.at); // one rescue at a time; retry soon
+                }
+            }
+        }
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(sample) = node.sample(&snap) else { continue };
+            let st = node.policy.step(&sample);
+            next = next.min(st.next_sample);
+            calm &= st.phase == Phase::Calm;
+            if let Some(r) = st.rescue {
+                if pending.is_none() {
+                    pending = Some((r, ScopeRef::Node(i)));
+                } else {
+                    node.policy.rescue_failed(snap.at);
                 }
             }
         }
@@ -301,20 +348,25 @@ impl Guard {
         }
     }
 
-    fn rescue(&mut self, rescue: Rescue, scope: Option<usize>, swap_in_use: bool) {
+    fn rescue(&mut self, rescue: Rescue, scope: ScopeRef, swap_in_use: bool) {
         let t0 = Instant::now();
-        let members = match scope.and_then(|i| self.scopes.get(i)) {
-            Some(s) => {
-                s.members(&mut self.members);
+        let members = match scope {
+            ScopeRef::Cgroup(i) if i < self.scopes.len() => {
+                self.scopes[i].members(&mut self.members);
                 Some(self.members.as_slice())
             }
-            None => None,
+            _ => None,
         };
         let stats = self.scanner.scan_with(members, swap_in_use);
         self.scanned_at = Some(self.sampler.now());
+        if let ScopeRef::Node(i) = scope
+            && let Some(n) = self.nodes.get(i)
+        {
+            self.scanner.weigh_by_node(n.node, NODE_TOP);
+        }
         let victim = self.scanner.pick(self.cfg.victim.rank_by);
         let scan_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let scope_name = scope.and_then(|i| self.scopes.get(i)).map_or("system".to_string(), |s| s.name.clone());
+        let scope_name = self.scope_name(scope);
         let Some(victim) = victim else {
             warn!(
                 "{scope_name}: {rescue}; but no eligible victim among {} processes ({} vanished, {} unreadable)",
@@ -350,6 +402,7 @@ impl Guard {
         let now = self.sampler.now();
         let verb = if dry { "would" } else { "did" };
         log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded, &scope_name);
+        self.last_decision = Some((scope_name, victim));
         match outcome {
             None => self.policy_mut(scope).rescue_finished(now),
             Some(Ok(Acted::Signalled { pidfd, mreleased })) => {
@@ -394,11 +447,12 @@ impl Guard {
     }
 
     /// Available memory of a scope now, as a percentage of its total.
-    fn available_pct(&mut self, scope: Option<usize>) -> Option<f64> {
+    fn available_pct(&mut self, scope: ScopeRef) -> Option<f64> {
         let snap = self.sampler.sample().ok()?;
         let s = match scope {
-            None => snap.scope_sample(),
-            Some(i) => self.scopes.get_mut(i)?.sample(snap.at, (snap.mem.swap_total, snap.mem.swap_free))?,
+            ScopeRef::System => snap.scope_sample(),
+            ScopeRef::Cgroup(i) => self.scopes.get_mut(i)?.sample(snap.at, (snap.mem.swap_total, snap.mem.swap_free))?,
+            ScopeRef::Node(i) => self.nodes.get_mut(i)?.sample(&snap)?,
         };
         Some(s.available.0 as f64 * 100.0 / s.total.0.max(1) as f64)
     }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod numa;
 pub mod procdir;
 pub mod record;
 pub mod replay;

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use thrashguard_core::parse::{self, pid};
+use thrashguard_core::parse::{self, numa_maps, pid};
 use thrashguard_core::policy::rank::{self, Candidate, Preference, RankBy};
 use thrashguard_core::units::{Kib, Pid, ProcId};
 
@@ -224,6 +224,23 @@ impl Scanner {
         }
     }
 
+    /// For a NUMA node scope: weigh the best `top` candidates (by footprint) by the share of
+    /// their memory on `node`, read from /proc/PID/numa_maps in chunks of the scan buffer.
+    /// Candidates beyond `top` count as having none of their memory there.
+    pub fn weigh_by_node(&mut self, node: u32, top: usize) {
+        self.order.clear();
+        self.order.extend((0..self.cands.len() as u32).filter(|&i| rank::eligibility(&self.cands[i as usize], self.own).is_ok()));
+        let cands = &self.cands;
+        self.order.sort_unstable_by(|a, b| cands[*b as usize].footprint.cmp(&cands[*a as usize].footprint));
+        for c in &mut self.cands {
+            c.scope_share_permille = 0;
+        }
+        for &i in self.order.iter().take(top) {
+            let c = &mut self.cands[i as usize];
+            c.scope_share_permille = node_share(self.proc_dir.as_fd(), c.id.pid, node, &mut self.buf).map_or(0, |s| s.permille());
+        }
+    }
+
     /// Rank the last scan and return the best eligible victim, reading oom_score_adj (and
     /// the command line, for prefer/avoid) only as far down the order as needed.
     pub fn pick(&mut self, by: RankBy) -> Option<Candidate> {
@@ -286,6 +303,34 @@ fn read_stat(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8], pa
         kernel_thread: stat.is_kernel_thread(),
         exiting: stat.is_exiting(),
         preference: Preference::Neutral,
+        scope_share_permille: 1000,
     };
     Ok((c, stat.majflt))
+}
+
+/// Sum /proc/PID/numa_maps for `node`, reading it in chunks of `buf` (it can be far larger
+/// than any fixed buffer: one line per mapping). `None` if unreadable.
+fn node_share(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, node: u32, buf: &mut [u8]) -> Option<numa_maps::NodeShare> {
+    let mut path = [0u8; 64];
+    let path = procdir::pid_path(&mut path, pid, "numa_maps");
+    let fd =
+        rustix::fs::openat(proc_dir, path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()).ok()?;
+    let mut total = numa_maps::NodeShare::default();
+    let mut offset = 0u64;
+    loop {
+        let n = rustix::io::pread(&fd, &mut *buf, offset).ok()?;
+        if n == 0 {
+            return Some(total);
+        }
+        // Parse whole lines only; the rest is read again with the next chunk.
+        let whole = match buf[..n].iter().rposition(|&b| b == b'\n') {
+            Some(last) => last + 1,
+            None if n < buf.len() => n, // a last line without newline
+            None => return None,        // one line longer than the buffer
+        };
+        let part = numa_maps::node_share(&buf[..whole], node);
+        total.on_node = total.on_node.saturating_add(part.on_node);
+        total.total = total.total.saturating_add(part.total);
+        offset += whole as u64;
+    }
 }

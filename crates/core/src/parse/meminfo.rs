@@ -57,13 +57,24 @@ impl Meminfo {
     }
 }
 
-/// Parse /proc/meminfo (or a node meminfo after its `Node N ` prefix is stripped by the
-/// caller). `file` names it in errors.
+/// A per-node meminfo line reads `Node 1 MemFree:  123 kB`: drop the `Node 1 `.
+fn strip_node_prefix(line: &[u8]) -> &[u8] {
+    let Some(rest) = line.strip_prefix(b"Node ") else { return line };
+    match rest.iter().position(|&b| b == b' ') {
+        Some(sp) if rest[..sp].iter().all(u8::is_ascii_digit) => &rest[sp + 1..],
+        _ => line,
+    }
+}
+
+/// Parse /proc/meminfo or a node's /sys/devices/system/node/nodeN/meminfo (whose lines
+/// start with `Node N `; it has no MemAvailable, so [`Meminfo::available`] estimates it).
+/// `file` names it in errors.
 pub fn parse(file: &'static str, buf: &[u8]) -> Result<Meminfo, ParseError> {
     let mut m = Meminfo::default();
     let mut seen_total = false;
     let mut seen_free = false;
     for (no, line) in numbered_lines(buf) {
+        let line = strip_node_prefix(line);
         let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::new(file, no, "expected `Name: value`"))?;
         let name = &line[..colon];
         let mut rest = words(&line[colon + 1..]);
@@ -116,6 +127,14 @@ mod tests {
         .expect("valid");
         assert_eq!(m.mem_available, None);
         assert_eq!(m.available(), Kib(300));
+    }
+
+    #[test]
+    fn node_meminfo() {
+        let m = parse("node1/meminfo", b"Node 1 MemTotal:       1000 kB\nNode 1 MemFree:         100 kB\nNode 1 Active(file):    100 kB\nNode 1 Inactive(file):  100 kB\n").expect("valid");
+        assert_eq!((m.mem_total, m.mem_free, m.mem_available), (Kib(1000), Kib(100), None));
+        assert_eq!(m.available(), Kib(200));
+        assert!(parse("node1/meminfo", b"Node x MemTotal: 1 kB\n").is_err());
     }
 
     #[test]

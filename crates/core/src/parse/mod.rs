@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod meminfo;
 pub mod mountinfo;
+pub mod numa_maps;
 pub mod pid;
 pub mod psi;
 pub mod vmstat;

@@ -9,7 +9,8 @@
 //! Default order ("footprint"): RSS + swap, weighed by who is actually faulting and
 //! growing between two scans: `footprint x (1 + share of major faults + share of
 //! growth) x preference`, where the shares are over all eligible candidates, `prefer`
-//! multiplies by 4 and `avoid` by 1/4. A big idle process thus loses to a slightly
+//! multiplies by 4 and `avoid` by 1/4, and a NUMA node scope multiplies by the share of
+//! the process's memory on that node. A big idle process thus loses to a slightly
 //! smaller one that faults and grows. "oom_score" ranks by the kernel's oom_score alone.
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,9 @@ pub struct Candidate {
     pub exiting: bool,
     /// prefer / avoid match.
     pub preference: Preference,
+    /// Share of its memory inside the pressured scope, permille (a NUMA node scope weighs
+    /// each process by how much of it sits on that node; 1000 elsewhere).
+    pub scope_share_permille: u16,
 }
 
 /// Why a candidate may not be a victim.
@@ -131,7 +135,11 @@ pub fn badness(c: &Candidate, totals: &Totals) -> f64 {
         Preference::Prefer => 4.0,
         Preference::Avoid => 0.25,
     };
-    c.footprint.0 as f64 * (1.0 + share(c.majflt_delta, totals.majflt) + share(c.growth_kib.max(0) as u64, totals.growth)) * weight
+    let in_scope = f64::from(c.scope_share_permille.min(1000)) / 1000.0;
+    c.footprint.0 as f64
+        * in_scope
+        * (1.0 + share(c.majflt_delta, totals.majflt) + share(c.growth_kib.max(0) as u64, totals.growth))
+        * weight
 }
 
 /// Write the indices of eligible candidates into `order`, best victim first. `order` is
@@ -174,6 +182,7 @@ mod tests {
             kernel_thread: false,
             exiting: false,
             preference: Preference::Neutral,
+            scope_share_permille: 1000,
         }
     }
 
@@ -212,6 +221,14 @@ mod tests {
         cands[1].preference = Preference::Prefer;
         cands[2].preference = Preference::Avoid;
         assert_eq!(ranked(&cands, RankBy::Footprint), vec![11, 10, 12]);
+    }
+
+    #[test]
+    fn node_share_weighs_the_footprint() {
+        let mut cands = vec![cand(10, 1000), cand(11, 400)];
+        cands[0].scope_share_permille = 100; // 100 MiB on the pressured node
+        cands[1].scope_share_permille = 1000; // all 400 on it
+        assert_eq!(ranked(&cands, RankBy::Footprint), vec![11, 10]);
     }
 
     #[test]
