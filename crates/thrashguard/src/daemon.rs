@@ -18,6 +18,7 @@ use rustix::event::{PollFd, PollFlags};
 use thrashguard_core::config::{Action, Config};
 use thrashguard_core::policy::rank::Candidate;
 use thrashguard_core::policy::{Phase, Policy, Rescue};
+use thrashguard_core::snapshot::ScopeSample;
 use thrashguard_core::units::{Kib, Micros, Pid};
 
 use crate::act::{self, Acted};
@@ -56,6 +57,33 @@ pub enum ScopeRef {
     Cgroup(usize),
     /// A NUMA node (index into the watched nodes).
     Node(usize),
+}
+
+/// What the scopes' steps in one tick add up to.
+struct TickSummary {
+    /// The soonest next sample any scope asks for.
+    next: Micros,
+    /// Every scope calm.
+    calm: bool,
+    /// The first rescue decided, and its scope.
+    pending: Option<(Rescue, ScopeRef)>,
+}
+
+impl TickSummary {
+    /// Step one scope's policy and fold the result in. One rescue per tick: a scope that
+    /// decides after another did is told its rescue failed, and retries shortly.
+    fn fold(&mut self, policy: &mut Policy, sample: &ScopeSample, scope: ScopeRef) {
+        let st = policy.step(sample);
+        self.next = self.next.min(st.next_sample);
+        self.calm &= st.phase == Phase::Calm;
+        if let Some(r) = st.rescue {
+            if self.pending.is_none() {
+                self.pending = Some((r, scope));
+            } else {
+                policy.rescue_failed(sample.at);
+            }
+        }
+    }
 }
 
 /// Candidates whose numa_maps a node-scope rescue reads (walking page tables is costly).
@@ -252,37 +280,20 @@ impl Guard {
         self.last_sample_error = false;
         self.mem_total = snap.mem.mem_total;
         let swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
-        let step = self.policy.step(&snap.scope_sample());
-        let mut next = step.next_sample;
-        let mut calm = step.phase == Phase::Calm;
-        let mut pending = step.rescue.map(|r| (r, ScopeRef::System));
+        let mut tick = TickSummary { next: Micros(u64::MAX), calm: true, pending: None };
+        tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
         let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
         for (i, scope) in self.scopes.iter_mut().enumerate() {
-            let Some(sample) = scope.sample(snap.at, global_swap) else { continue };
-            let st = scope.policy.step(&sample);
-            next = next.min(st.next_sample);
-            calm &= st.phase == Phase::Calm;
-            if let Some(r) = st.rescue {
-                if pending.is_none() {
-                    pending = Some((r, ScopeRef::Cgroup(i)));
-                } else {
-                    scope.policy.rescue_failed(snap.at); // one rescue at a time; retry soon
-                }
+            if let Some(sample) = scope.sample(snap.at, global_swap) {
+                tick.fold(&mut scope.policy, &sample, ScopeRef::Cgroup(i));
             }
         }
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            let Some(sample) = node.sample(&snap) else { continue };
-            let st = node.policy.step(&sample);
-            next = next.min(st.next_sample);
-            calm &= st.phase == Phase::Calm;
-            if let Some(r) = st.rescue {
-                if pending.is_none() {
-                    pending = Some((r, ScopeRef::Node(i)));
-                } else {
-                    node.policy.rescue_failed(snap.at);
-                }
+            if let Some(sample) = node.sample(&snap) {
+                tick.fold(&mut node.policy, &sample, ScopeRef::Node(i));
             }
         }
+        let TickSummary { next, calm, pending } = tick;
         self.next = next;
         if !calm {
             self.counters.pressure_ticks += 1;
