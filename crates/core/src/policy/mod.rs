@@ -75,7 +75,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             full_stall_pct: 20.0,
             stall_floor_pct: 10.0,
-            sustain_ms: 3000,
+            sustain_ms: 4000,
             sustain_corroborated_ms: 1000,
             refault_pages_per_s: 1000,
             available_below_pct: 10.0,
