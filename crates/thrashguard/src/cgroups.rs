@@ -45,6 +45,12 @@ pub fn under_sys_root(mount_point: &str, sys_root: &Path) -> PathBuf {
     }
 }
 
+/// The cgroup2 mount (mapped under `sys_root`), from `proc_root`/self/mountinfo.
+pub fn v2_mount(proc_root: &Path, sys_root: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok()?;
+    mountinfo::memory_cgroup_mounts(&text).into_iter().find(|m| m.v2).map(|m| under_sys_root(&m.path, sys_root))
+}
+
 fn read_limit(f: &mut ProcFile, name: &'static str) -> Option<Kib> {
     f.read().ok().and_then(|b| cgroup::parse_limit(name, b).ok()).flatten()
 }

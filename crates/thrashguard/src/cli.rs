@@ -179,10 +179,7 @@ fn thaw(proc_root: &std::path::Path, sys_root: &std::path::Path, pid: Pid) -> an
     let dir = crate::procdir::open_dir(proc_root)?;
     let id = crate::act::identify(dir.as_fd(), pid).ok_or_else(|| anyhow::anyhow!("no process {pid}"))?;
     // frozen as a whole cgroup (victim.whole_cgroup): thaw the cgroup too
-    let v2 = std::fs::read_to_string(proc_root.join("self/mountinfo"))
-        .ok()
-        .and_then(|t| thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&t).into_iter().find(|m| m.v2))
-        .map(|m| crate::cgroups::under_sys_root(&m.path, sys_root));
+    let v2 = crate::cgroups::v2_mount(proc_root, sys_root);
     if let Some(cg) = v2.and_then(|m| crate::act::cgroup_v2_dir(proc_root, pid, &m))
         && std::fs::read_to_string(cg.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1")
     {

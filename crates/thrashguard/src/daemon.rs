@@ -175,10 +175,7 @@ impl Guard {
             last_decision: None,
             last_sample_error: false,
         };
-        guard.v2_mount = std::fs::read_to_string(guard.opts.proc_root.join("self/mountinfo"))
-            .ok()
-            .and_then(|t| thrashguard_core::parse::mountinfo::memory_cgroup_mounts(&t).into_iter().find(|m| m.v2))
-            .map(|m| cgroups::under_sys_root(&m.path, &guard.opts.sys_root));
+        guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         if let Wakeup::Trigger { .. } = guard.wakeup {
             guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
         }
