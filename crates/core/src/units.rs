@@ -26,6 +26,10 @@ impl Kib {
     pub fn saturating_sub(self, other: Kib) -> Kib {
         Kib(self.0.saturating_sub(other.0))
     }
+    /// This size as a percentage of `whole` (0 when `whole` is zero).
+    pub fn pct_of(self, whole: Kib) -> f64 {
+        if whole.0 == 0 { 0.0 } else { self.0 as f64 * 100.0 / whole.0 as f64 }
+    }
     /// Build from a count of pages of `page_size` bytes.
     pub fn from_pages(pages: Pages, page_size: u64) -> Kib {
         Kib(pages.0.saturating_mul(page_size) / 1024)
@@ -159,6 +163,12 @@ mod tests {
         let c = Comm::new(b"a-very-long-process-name");
         assert_eq!(c.as_bytes().len(), 16);
         assert_eq!(Comm::new(b"hog").to_string(), "hog");
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(Kib(25).pct_of(Kib(100)), 25.0);
+        assert_eq!(Kib(25).pct_of(Kib(0)), 0.0);
     }
 
     #[test]

@@ -462,7 +462,7 @@ impl Guard {
             ScopeRef::Cgroup(i) => self.scopes.get_mut(i)?.sample(snap.at, (snap.mem.swap_total, snap.mem.swap_free))?,
             ScopeRef::Node(i) => self.nodes.get_mut(i)?.sample(&snap)?,
         };
-        Some(s.available.0 as f64 * 100.0 / s.total.0.max(1) as f64)
+        Some(s.available.pct_of(s.total))
     }
 }
 

@@ -58,6 +58,12 @@ struct Prev {
     swap: Option<Kib>,
 }
 
+/// The previous scan's reading of the same process (pid *and* start time: a reused pid
+/// has no history). `prev` is sorted by pid.
+fn prev_of(prev: &[Prev], id: ProcId) -> Option<Prev> {
+    prev.binary_search_by_key(&id.pid, |p| p.id.pid).ok().map(|i| prev[i]).filter(|p| p.id == id)
+}
+
 /// Processes whose /proc/PID/status (for VmSwap) is read in a scan: the best this many by
 /// the figures /proc/PID/stat gives. Reading status costs more than stat and half the scan
 /// (see benches/scan.rs); a process outside the top few hundred by resident size and
@@ -164,7 +170,7 @@ impl Scanner {
             }
             match read_stat(self.proc_dir.as_fd(), pid, &mut self.buf, self.page_size) {
                 Ok((mut c, majflt)) => {
-                    let prev = self.prev.binary_search_by_key(&pid, |p| p.id.pid).ok().map(|i| self.prev[i]).filter(|p| p.id == c.id);
+                    let prev = prev_of(&self.prev, c.id);
                     // Deltas only against the same process: a reused pid starts afresh.
                     if let Some(p) = prev {
                         c.majflt_delta = majflt.saturating_sub(p.majflt);
@@ -208,7 +214,7 @@ impl Scanner {
                         c.swap = st.vm_swap.unwrap_or_default();
                         c.footprint = st.footprint();
                         self.swap_known[i] = true;
-                        let prev = self.prev.binary_search_by_key(&pid, |p| p.id.pid).ok().map(|j| self.prev[j]).filter(|p| p.id == c.id);
+                        let prev = prev_of(&self.prev, c.id);
                         if let Some(Prev { rss, swap: Some(swap), .. }) = prev {
                             c.growth_kib = c.footprint.0 as i64 - rss.saturating_add(swap).0 as i64;
                         }

@@ -159,7 +159,7 @@ pub struct Evidence {
 impl Evidence {
     /// Available memory as a percentage of the scope's total.
     pub fn available_pct(&self) -> f64 {
-        if self.total.0 == 0 { 0.0 } else { self.available.0 as f64 * 100.0 / self.total.0 as f64 }
+        self.available.pct_of(self.total)
     }
 }
 
@@ -297,7 +297,8 @@ impl Policy {
         let short = ev.available_pct() <= cfg.available_below_pct;
 
         // Follow the episode.
-        let in_episode = if ev.psi { r1.full * 100.0 >= cfg.stall_floor_pct } else { self.no_psi_trouble(s, &r1, short).is_some() };
+        let trouble = if ev.psi { None } else { self.no_psi_trouble(s, &r1, short) };
+        let in_episode = if ev.psi { r1.full * 100.0 >= cfg.stall_floor_pct } else { trouble.is_some() };
         if in_episode {
             self.episode_since.get_or_insert(now);
         } else {
@@ -313,7 +314,7 @@ impl Policy {
                 }
             }
             State::Armed { not_before } if now >= not_before && self.episode_since.is_some() => {
-                rescue = if ev.psi { self.decide_psi(&point, &r1, short, &mut ev) } else { self.decide_no_psi(s, &r1, short, &ev) };
+                rescue = if ev.psi { self.decide_psi(&point, &r1, short, &mut ev) } else { self.decide_no_psi(trouble, &ev) };
                 if rescue.is_some() {
                     // Windows are kept until the rescue is over: a failed rescue retries on them.
                     self.state = State::Recovering { since: now };
@@ -354,8 +355,8 @@ impl Policy {
         if r1.refaults() >= cfg.refault_pages_per_s as f64 {
             return Some(Reason::Thrashing);
         }
-        let all = ev.total.0 + ev.swap_total.0;
-        let low_headroom = all > 0 && (ev.headroom.0 as f64) * 100.0 / all as f64 <= cfg.exhaustion_headroom_pct;
+        let all = ev.total.saturating_add(ev.swap_total);
+        let low_headroom = all.0 > 0 && ev.headroom.pct_of(all) <= cfg.exhaustion_headroom_pct;
         let soon = ev.exhaustion_in.is_some_and(|t| t.as_millis() <= cfg.exhaustion_horizon_ms);
         (low_headroom && soon).then_some(Reason::StallNearExhaustion)
     }
@@ -375,17 +376,16 @@ impl Policy {
     /// Without PSI: the memory signals that mean trouble, if any.
     fn no_psi_trouble(&self, s: &ScopeSample, r1: &Rates, short: bool) -> Option<Reason> {
         let cfg = &self.cfg;
-        let pct = |part: Kib, whole: Kib| if whole.0 == 0 { 0.0 } else { part.0 as f64 * 100.0 / whole.0 as f64 };
-        let swap_gone = s.swap_total.0 == 0 || pct(s.swap_free, s.swap_total) <= cfg.no_psi_swap_free_pct;
-        if swap_gone && pct(s.available, s.total) <= cfg.no_psi_available_pct {
+        let swap_gone = s.swap_total.0 == 0 || s.swap_free.pct_of(s.swap_total) <= cfg.no_psi_swap_free_pct;
+        if swap_gone && s.available.pct_of(s.total) <= cfg.no_psi_available_pct {
             return Some(Reason::LowMemory);
         }
         let faults = r1.refaults().max(r1.majfault);
         (short && faults >= cfg.refault_pages_per_s as f64).then_some(Reason::FaultStorm)
     }
 
-    fn decide_no_psi(&self, s: &ScopeSample, r1: &Rates, short: bool, ev: &Evidence) -> Option<Reason> {
-        let reason = self.no_psi_trouble(s, r1, short)?;
+    fn decide_no_psi(&self, trouble: Option<Reason>, ev: &Evidence) -> Option<Reason> {
+        let reason = trouble?;
         let sustain = match reason {
             Reason::LowMemory => self.cfg.sustain_corroborated_ms,
             _ => self.cfg.sustain_ms,
