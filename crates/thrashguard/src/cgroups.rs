@@ -8,14 +8,18 @@
 //! memory.pressure through pre-opened files, and listing its member processes so a rescue
 //! never touches a process outside the pressured cgroup. It must never decide or signal.
 
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{FileType, Mode, OFlags, RawDir};
 use thrashguard_core::parse::{cgroup, mountinfo, psi};
 use thrashguard_core::policy::{Policy, PolicyConfig};
 use thrashguard_core::snapshot::ScopeSample;
 use thrashguard_core::units::{Kib, Micros};
 
-use crate::sample::ProcFile;
+use crate::procdir;
+use crate::sample::{ProcFile, Wakeup, psi_trigger};
 
 /// One watched memory cgroup.
 #[derive(Debug)]
@@ -34,6 +38,9 @@ pub struct CgroupScope {
     pressure: Option<ProcFile>,
     swap_usage: Option<ProcFile>,
     swap_limit: Option<ProcFile>,
+    /// cgroup v2: a PSI trigger on memory.pressure, polled with the system one so that
+    /// a cgroup's first stalls wake the guard at once.
+    trigger: Option<std::fs::File>,
 }
 
 /// Map a mount point from mountinfo (an absolute path on the real root) under `sys_root`.
@@ -58,7 +65,11 @@ fn read_limit(f: &mut ProcFile, name: &'static str) -> Option<Kib> {
 impl CgroupScope {
     /// Open a cgroup directory as a scope; `None` when it has no memory limit below RAM
     /// or its files cannot be opened.
-    pub fn open(dir: &Path, name: String, v2: bool, mem_total: Kib, cfg: &PolicyConfig) -> Option<CgroupScope> {
+    ///
+    /// `psi_dir` is where this cgroup's memory.pressure lives: the directory itself on v2;
+    /// on v1, the cgroup of the same path in the unified hierarchy of a hybrid host (systemd
+    /// creates both for every unit), or `None`.
+    pub fn open(dir: &Path, name: String, v2: bool, psi_dir: Option<&Path>, mem_total: Kib, cfg: &PolicyConfig) -> Option<CgroupScope> {
         // Most cgroups have no limit: find out with one small read before opening anything.
         let limit_file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
         let limit = std::fs::read(dir.join(limit_file)).ok().and_then(|b| cgroup::parse_limit("memory limit", &b).ok()).flatten()?;
@@ -68,9 +79,16 @@ impl CgroupScope {
         let f = |n: &str| ProcFile::open(dir.join(n)).ok();
         let (usage, limit) =
             if v2 { (f("memory.current")?, f("memory.max")?) } else { (f("memory.usage_in_bytes")?, f("memory.limit_in_bytes")?) };
+        let pressure = psi_dir.and_then(|d| ProcFile::open(d.join("memory.pressure")).ok());
+        let trigger = match pressure.as_ref().and(psi_dir).map(|d| psi_trigger(&d.join("memory.pressure"))) {
+            Some(Wakeup::Trigger { file, .. }) => Some(file),
+            _ => None,
+        };
         let mut policy = Policy::new(cfg.clone());
-        // Cgroup thrash takes a whole sustain window to show: no need to pace by fill rate.
-        policy.set_calm_interval(Some(Micros::from_millis(cfg.max_interval_ms)));
+        // Cgroup thrash takes a whole sustain window to show: no need to pace by fill rate;
+        // with a trigger armed the first stall wakes the guard, so calm checks can be rare.
+        let calm_ms = if trigger.is_some() { cfg.max_interval_with_trigger_ms } else { cfg.max_interval_ms };
+        policy.set_calm_interval(Some(Micros::from_millis(calm_ms)));
         let mut scope = CgroupScope {
             name,
             dir: dir.to_path_buf(),
@@ -79,9 +97,10 @@ impl CgroupScope {
             usage,
             limit,
             stat: f("memory.stat")?,
-            pressure: if v2 { f("memory.pressure") } else { None },
+            pressure,
             swap_usage: if v2 { f("memory.swap.current") } else { f("memory.memsw.usage_in_bytes") },
             swap_limit: if v2 { f("memory.swap.max") } else { f("memory.memsw.limit_in_bytes") },
+            trigger,
         };
         let limit = read_limit(&mut scope.limit, "memory limit")?;
         (limit < mem_total).then_some(scope)
@@ -114,24 +133,74 @@ impl CgroupScope {
         Some(ScopeSample::cgroup(at, psi, limit, usage, &stat, swap))
     }
 
-    /// Every process in this cgroup and its descendants, sorted, into `out` (cleared first).
-    pub fn members(&self, out: &mut Vec<u32>) {
+    /// Whether this scope has PSI (memory.pressure), and whether a trigger is armed on it.
+    pub fn psi(&self) -> (bool, bool) {
+        (self.pressure.is_some(), self.trigger.is_some())
+    }
+
+    /// The armed PSI trigger on memory.pressure, if any (cgroup v2 with PSI).
+    pub fn trigger(&self) -> Option<BorrowedFd<'_>> {
+        self.trigger.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Every process in this cgroup and its descendants (down to [`MAX_DEPTH`] levels),
+    /// sorted, into `out` (cleared first; never grown past its capacity). Allocates nothing:
+    /// directories are walked with getdents into `bufs`, and cgroup.procs is read in chunks.
+    pub fn members(&self, bufs: &mut MemberBuffers, out: &mut Vec<u32>) {
         out.clear();
-        let mut stack = vec![self.dir.clone()];
-        while let Some(dir) = stack.pop() {
-            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in text.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
-                    if out.len() < out.capacity() {
-                        out.push(pid);
-                    }
-                }
-            }
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                stack.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-            }
+        if let Ok(dir) = rustix::fs::open(&self.dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+            walk_members(dir.as_fd(), &mut bufs.dents, &mut bufs.procs, out);
         }
         out.sort_unstable();
         out.dedup();
+    }
+}
+
+/// How deep below a scope's directory [`CgroupScope::members`] looks for processes.
+pub const MAX_DEPTH: usize = 16;
+
+/// Memory reserved for [`CgroupScope::members`]: a getdents buffer per level and one
+/// chunk buffer for cgroup.procs.
+#[derive(Debug)]
+pub struct MemberBuffers {
+    dents: Vec<Box<[MaybeUninit<u8>]>>,
+    procs: Box<[u8]>,
+}
+
+impl Default for MemberBuffers {
+    fn default() -> MemberBuffers {
+        MemberBuffers {
+            dents: (0..=MAX_DEPTH).map(|_| vec![MaybeUninit::uninit(); 4096].into_boxed_slice()).collect(),
+            procs: vec![0u8; 8192].into_boxed_slice(),
+        }
+    }
+}
+
+/// Collect `dir`/cgroup.procs, then recurse into each child directory with the next level's
+/// getdents buffer (each level keeps its own, so iteration survives the recursion).
+fn walk_members(dir: BorrowedFd<'_>, dents: &mut [Box<[MaybeUninit<u8>]>], procs: &mut [u8], out: &mut Vec<u32>) {
+    if let Ok(fd) = rustix::fs::openat(dir, c"cgroup.procs", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) {
+        procdir::for_each_line_chunk(fd.as_fd(), procs, |chunk| {
+            for pid in cgroup::procs(chunk) {
+                if out.len() < out.capacity() {
+                    out.push(pid);
+                }
+            }
+        });
+    }
+    let Some((mine, deeper)) = dents.split_first_mut() else { return };
+    if deeper.is_empty() {
+        return; // MAX_DEPTH reached
+    }
+    let mut entries = RawDir::new(dir, mine);
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        if entry.file_type() != FileType::Directory || name == c"." || name == c".." {
+            continue;
+        }
+        if let Ok(child) = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+            walk_members(child.as_fd(), deeper, procs, out);
+        }
     }
 }
 
@@ -148,7 +217,9 @@ pub fn discover(
 ) -> Vec<CgroupScope> {
     let mut scopes = Vec::new();
     let Ok(text) = std::fs::read_to_string(proc_root.join("self/mountinfo")) else { return scopes };
-    for mount in mountinfo::memory_cgroup_mounts(&text) {
+    let mounts = mountinfo::memory_cgroup_mounts(&text);
+    let unified = mounts.iter().find(|m| m.v2).map(|m| under_sys_root(&m.path, sys_root));
+    for mount in mounts {
         let root = under_sys_root(&mount.path, sys_root);
         // A v2 hierarchy without the memory controller enabled has no memory.* files.
         let mut stack = vec![(root.clone(), 0u32)];
@@ -160,8 +231,10 @@ pub fn discover(
                 if let Some(i) = known.iter().position(|k| k.dir == dir) {
                     scopes.push(known.swap_remove(i));
                 } else {
-                    let name = format!("/{}", dir.strip_prefix(&root).unwrap_or(&dir).display());
-                    if let Some(scope) = CgroupScope::open(&dir, name, mount.v2, mem_total, cfg) {
+                    let rel = dir.strip_prefix(&root).unwrap_or(&dir);
+                    let name = format!("/{}", rel.display());
+                    let psi_dir = if mount.v2 { Some(dir.clone()) } else { unified.as_ref().map(|u| u.join(rel)).filter(|d| d.is_dir()) };
+                    if let Some(scope) = CgroupScope::open(&dir, name, mount.v2, psi_dir.as_deref(), mem_total, cfg) {
                         scopes.push(scope);
                     }
                 }
@@ -207,7 +280,7 @@ mod tests {
         let scopes = discover(&proc_root, &sys_root, Kib(16 << 20), 64, &PolicyConfig::default(), Vec::new());
         assert_eq!(scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["/limited"]);
         let mut members = Vec::with_capacity(16);
-        scopes[0].members(&mut members);
+        scopes[0].members(&mut MemberBuffers::default(), &mut members);
         assert_eq!(members, vec![10, 11, 12]);
         let mut scope = scopes.into_iter().next().expect("scope");
         let s = scope.sample(Micros(0), (Kib(0), Kib(0))).expect("sample");

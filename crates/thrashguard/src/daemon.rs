@@ -6,7 +6,7 @@
 //! iteration ([`Guard::iterate`]) allocates nothing (tests/alloc.rs counts). The path from
 //! decision to signal forks nothing and execs nothing. It never decides: the policy does.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use log::{error, info, warn};
-use rustix::event::{PollFd, PollFlags};
 use thrashguard_core::config::{Action, Config};
 use thrashguard_core::policy::rank::Candidate;
 use thrashguard_core::policy::{Phase, Policy, Rescue};
@@ -22,7 +21,7 @@ use thrashguard_core::snapshot::ScopeSample;
 use thrashguard_core::units::{Kib, Micros, Pid};
 
 use crate::act::{self, Acted};
-use crate::cgroups::{self, CgroupScope};
+use crate::cgroups::{self, CgroupScope, MemberBuffers};
 use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, Scanner};
@@ -127,6 +126,9 @@ pub struct Guard {
     scopes: Vec<CgroupScope>,
     nodes: Vec<NumaNodeScope>,
     members: Vec<u32>,
+    member_bufs: MemberBuffers,
+    /// The poll set of [`Guard::wait`], reserved for every trigger and the victim's pidfd.
+    poll_set: Vec<libc::pollfd>,
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
     discovered_at: Micros,
@@ -155,6 +157,7 @@ impl Guard {
         let scanner = Scanner::new(&opts.proc_root, cfg.guard.max_processes as usize, Pid(std::process::id()), prefs)?;
         let policy = Policy::new(cfg.policy.clone());
         let members = Vec::with_capacity(cfg.guard.max_processes as usize);
+        let poll_set = Vec::with_capacity(2 + cfg.cgroups.max_scopes as usize);
         let mut guard = Guard {
             cfg,
             opts,
@@ -164,6 +167,8 @@ impl Guard {
             scopes: Vec::new(),
             nodes: Vec::new(),
             members,
+            member_bufs: MemberBuffers::default(),
+            poll_set,
             v2_mount: None,
             discovered_at: Micros::ZERO,
             scanned_at: None,
@@ -193,6 +198,16 @@ impl Guard {
         self.scopes.iter().map(|s| format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)).collect()
     }
 
+    /// The scope names with how each one is watched (for the log at start and rediscovery).
+    fn describe_scopes(&self) -> String {
+        let how = |s: &CgroupScope| match s.psi() {
+            (true, true) => " (PSI trigger)",
+            (true, false) => " (PSI)",
+            _ => " (no PSI: usage and faults)",
+        };
+        self.scopes.iter().map(|s| format!("{}{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name, how(s))).collect::<Vec<_>>().join(", ")
+    }
+
     /// How a scope is named in logs: `system`, the cgroup path, or `node1`.
     pub fn scope_name(&self, scope: ScopeRef) -> String {
         match scope {
@@ -214,7 +229,7 @@ impl Guard {
         let max = self.cfg.cgroups.max_scopes as usize;
         self.scopes = cgroups::discover(&self.opts.proc_root, &self.opts.sys_root, self.mem_total, max, &self.cfg.policy, known);
         if self.scope_names() != before {
-            info!("watching {} memory cgroup(s) with limits: {}", self.scopes.len(), self.scope_names().join(", "));
+            info!("watching {} memory cgroup(s) with limits: {}", self.scopes.len(), self.describe_scopes());
         }
     }
 
@@ -313,22 +328,29 @@ impl Guard {
 
     fn wait(&mut self) {
         let timeout = Duration::from_micros(self.next.0);
-        let ts = rustix::time::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: i64::from(timeout.subsec_nanos()) };
-        let mut fds: [PollFd<'_>; 2] = [
-            PollFd::from_borrowed_fd(rustix::stdio::stdin(), PollFlags::empty()),
-            PollFd::from_borrowed_fd(rustix::stdio::stdin(), PollFlags::empty()),
-        ];
-        let mut n = 0;
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // Every armed trigger (system, cgroup v2 scopes) and the victim's pidfd, in the
+        // set reserved at start: poll(2) on raw fds, so nothing is borrowed across ticks.
+        let set = &mut self.poll_set;
+        set.clear();
+        let mut add = |fd: BorrowedFd<'_>, events: i16| {
+            if set.len() < set.capacity() {
+                set.push(libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 });
+            }
+        };
         if let Wakeup::Trigger { file, .. } = &self.wakeup {
-            fds[n] = PollFd::new(file, PollFlags::PRI);
-            n += 1;
+            add(file.as_fd(), libc::POLLPRI);
         }
         if let Some(f) = &self.in_flight {
-            fds[n] = PollFd::new(&f.pidfd, PollFlags::IN);
-            n += 1;
+            add(f.pidfd.as_fd(), libc::POLLIN);
         }
-        // EINTR (a signal) just ends the wait early.
-        let _ = rustix::event::poll(&mut fds[..n], Some(&ts));
+        for fd in self.scopes.iter().filter_map(CgroupScope::trigger) {
+            add(fd, libc::POLLPRI);
+        }
+        // SAFETY: `set` holds `set.len()` initialised pollfds whose fds belong to files
+        // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
+        // signal) just ends the wait early.
+        let _ = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) };
     }
 
     /// Notice the victim's exit (or give up waiting) and re-arm the policy.
@@ -360,7 +382,7 @@ impl Guard {
         let t0 = Instant::now();
         let members = match scope {
             ScopeRef::Cgroup(i) if i < self.scopes.len() => {
-                self.scopes[i].members(&mut self.members);
+                self.scopes[i].members(&mut self.member_bufs, &mut self.members);
                 Some(self.members.as_slice())
             }
             _ => None,
@@ -501,7 +523,9 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
 
 /// Lock memory, protect from the OOM killer, optionally go real-time. Returns what could
 /// not be done, for one warning at start.
-pub fn protect_self(cfg: &Config, proc_root: &Path) -> Vec<String> {
+pub fn protect_self(cfg: &Config) -> Vec<String> {
+    // Always the real /proc: this is about this process, never a captured tree.
+    let proc_root = Path::new("/proc");
     let mut missing = Vec::new();
     if cfg.guard.lock_memory
         && let Err(why) = lock_memory(proc_root)
@@ -564,7 +588,7 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     }
     // Reserve everything first, then lock it.
     let mut guard = Guard::new(cfg, opts)?;
-    let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg, &guard.opts.proc_root) };
+    let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg) };
     guard.warm_up();
     let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };
     info!(

@@ -66,6 +66,26 @@ pub fn read_pid_file<'b>(proc_dir: BorrowedFd<'_>, pid: Pid, file: &str, buf: &'
     }
 }
 
+/// Read a file that may be far larger than `buf` (numa_maps, cgroup.procs) in chunks of
+/// whole lines, calling `f` on each; a line cut by the chunk's end is read again with the
+/// next chunk. `None` when a read fails or one line is longer than `buf`.
+pub fn for_each_line_chunk(fd: BorrowedFd<'_>, buf: &mut [u8], mut f: impl FnMut(&[u8])) -> Option<()> {
+    let mut offset = 0u64;
+    loop {
+        let n = rustix::io::pread(fd, &mut *buf, offset).ok()?;
+        if n == 0 {
+            return Some(());
+        }
+        let whole = match buf[..n].iter().rposition(|&b| b == b'\n') {
+            Some(last) => last + 1,
+            None if n < buf.len() => n, // a last line without newline
+            None => return None,        // one line longer than the buffer
+        };
+        f(&buf[..whole]);
+        offset += whole as u64;
+    }
+}
+
 fn classify(e: Errno) -> ReadError {
     match e {
         Errno::NOENT | Errno::SRCH => ReadError::Gone,

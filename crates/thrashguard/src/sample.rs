@@ -103,8 +103,19 @@ pub enum Wakeup {
 /// on most kernels; unprivileged users may only use 2 s multiples (Linux 6.5+, 6.1.42+).
 const TRIGGERS: [&str; 2] = ["some 150000 1000000", "some 300000 2000000"];
 
+/// procfs and cgroup2 `f_type`s: the only file systems whose pressure files take triggers.
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+
 /// Register a PSI trigger on `pressure` (a /proc/pressure/memory or memory.pressure path).
+/// A file that is not on procfs or cgroup2 (a captured tree given with --proc-root or
+/// --sys-root) is never written to: the guard samples it on the timer instead.
 pub fn psi_trigger(pressure: &Path) -> Wakeup {
+    match rustix::fs::statfs(pressure) {
+        Ok(fs) if [PROC_SUPER_MAGIC, CGROUP2_SUPER_MAGIC].contains(&(fs.f_type as u64)) => {}
+        Ok(_) => return Wakeup::Timer { why: format!("{} is not a kernel pressure file (a captured tree?)", pressure.display()) },
+        Err(e) => return Wakeup::Timer { why: format!("{}: {e}", pressure.display()) },
+    }
     let mut last = String::new();
     for spec in TRIGGERS {
         let attempt = OpenOptions::new().read(true).write(true).open(pressure).and_then(|mut f| {

@@ -322,21 +322,10 @@ fn node_share(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, node: u32, buf: &
     let fd =
         rustix::fs::openat(proc_dir, path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty()).ok()?;
     let mut total = numa_maps::NodeShare::default();
-    let mut offset = 0u64;
-    loop {
-        let n = rustix::io::pread(&fd, &mut *buf, offset).ok()?;
-        if n == 0 {
-            return Some(total);
-        }
-        // Parse whole lines only; the rest is read again with the next chunk.
-        let whole = match buf[..n].iter().rposition(|&b| b == b'\n') {
-            Some(last) => last + 1,
-            None if n < buf.len() => n, // a last line without newline
-            None => return None,        // one line longer than the buffer
-        };
-        let part = numa_maps::node_share(&buf[..whole], node);
+    procdir::for_each_line_chunk(fd.as_fd(), buf, |lines| {
+        let part = numa_maps::node_share(lines, node);
         total.on_node = total.on_node.saturating_add(part.on_node);
         total.total = total.total.saturating_add(part.total);
-        offset += whole as u64;
-    }
+    })?;
+    Some(total)
 }

@@ -106,3 +106,57 @@ fn a_thousand_iterations_allocate_nothing() {
     std::fs::remove_dir_all(&tmp).unwrap();
     assert_eq!(allocations, 0, "the steady-state loop allocated {allocations} times in 1000 iterations");
 }
+
+/// A cgroup rescue lists the pressured cgroup's processes (its whole subtree) without
+/// allocating: the walk that runs when memory is shortest.
+#[test]
+fn listing_a_cgroups_members_allocates_nothing() {
+    let tmp = std::env::temp_dir().join(format!("tg-alloc-members-{}", std::process::id()));
+    let proc_root = tmp.join("proc");
+    let sys_root = tmp.join("sys");
+    std::fs::create_dir_all(proc_root.join("self")).unwrap();
+    std::fs::write(proc_root.join("self/mountinfo"), "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n").unwrap();
+    let cg = sys_root.join("fs/cgroup/memory/limited");
+    // a subtree 3 levels deep with many pids: more than one chunk of cgroup.procs
+    let mut expected = Vec::new();
+    let mut dir = cg.clone();
+    for level in 0..3u32 {
+        std::fs::create_dir_all(dir.join("sibling")).unwrap();
+        std::fs::write(dir.join("sibling/cgroup.procs"), format!("{}\n", 900_000 + level)).unwrap();
+        expected.push(900_000 + level);
+        let pids: Vec<u32> = (0..3000).map(|i| level * 100_000 + i).collect();
+        std::fs::write(dir.join("cgroup.procs"), pids.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
+        expected.extend(pids);
+        dir = dir.join(format!("child{level}"));
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    std::fs::write(cg.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+    std::fs::write(cg.join("memory.usage_in_bytes"), "1048576\n").unwrap();
+    std::fs::write(cg.join("memory.stat"), "total_pgmajfault 5\ntotal_inactive_file 0\n").unwrap();
+    let scopes = thrashguard::cgroups::discover(
+        &proc_root,
+        &sys_root,
+        thrashguard_core::units::Kib(16 << 20),
+        8,
+        &thrashguard_core::policy::PolicyConfig::default(),
+        Vec::new(),
+    );
+    let scope = scopes.iter().find(|s| s.name == "/limited").expect("the limited cgroup is a scope");
+    let mut bufs = thrashguard::cgroups::MemberBuffers::default();
+    let mut members = Vec::with_capacity(16_384);
+    scope.members(&mut bufs, &mut members); // first call: lazily initialised statics
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+    let before = COUNT.with(Cell::get);
+    for _ in 0..100 {
+        scope.members(&mut bufs, &mut members);
+    }
+    let allocations = COUNT.with(Cell::get) - before;
+    assert_eq!(members.len(), expected.len());
+    // a capacity smaller than the cgroup: truncated, never grown
+    let mut small = Vec::with_capacity(10);
+    scope.members(&mut bufs, &mut small);
+    assert_eq!((small.len(), small.capacity()), (10, 10));
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert_eq!(allocations, 0, "100 member walks allocated {allocations} times");
+}

@@ -178,6 +178,64 @@ fn daemon_dry_run_starts_and_stops_cleanly() {
 }
 
 #[test]
+fn a_captured_tree_is_read_never_written() {
+    // A trigger written into a captured pressure file would overwrite its first line.
+    let root = tmp("captured-proc");
+    let sys = tmp("captured-sys");
+    std::fs::create_dir_all(root.join("pressure")).unwrap();
+    std::fs::create_dir_all(root.join("self")).unwrap();
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/proc/6.1.0-50-amd64");
+    for f in ["meminfo", "vmstat", "pressure/memory"] {
+        std::fs::copy(fx.join(f), root.join(f)).unwrap();
+    }
+    // a v2 cgroup with a limit: its memory.pressure must not take a trigger either
+    std::fs::write(root.join("self/mountinfo"), "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n").unwrap();
+    let cg = sys.join("fs/cgroup/app");
+    std::fs::create_dir_all(&cg).unwrap();
+    for (f, body) in [
+        ("memory.max", "536870912\n"),
+        ("memory.current", "1048576\n"),
+        ("memory.stat", "pgmajfault 5\ninactive_file 0\nactive_file 0\n"),
+        ("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+        ("cgroup.procs", ""),
+    ] {
+        std::fs::write(cg.join(f), body).unwrap();
+    }
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    files.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = (snapshot(&root), snapshot(&sys));
+    let o = tg(&[
+        "--proc-root",
+        root.to_str().unwrap(),
+        "--sys-root",
+        sys.to_str().unwrap(),
+        "daemon",
+        "--dry-run",
+        "--no-self-protect",
+        "--duration",
+        "0.5",
+    ]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not a kernel pressure file"), "said why it samples on the timer: {err}");
+    assert!(err.contains("1 memory cgroup scope"), "{err}");
+    assert!(before == (snapshot(&root), snapshot(&sys)), "the daemon wrote into the captured tree");
+}
+
+#[test]
 fn unprivileged_it_runs_and_says_what_it_cannot_do() {
     if !rustix::process::geteuid().is_root() || Command::new("setpriv").arg("--version").output().is_err() {
         eprintln!("needs root and setpriv to drop to nobody: skipped");

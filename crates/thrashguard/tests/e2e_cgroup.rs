@@ -22,8 +22,10 @@ const MIB: usize = 1 << 20;
 #[test]
 fn helper_process() {
     let Ok(role) = std::env::var("TG_ROLE") else { return };
-    if let Ok(procs) = std::env::var("TG_CGROUP_PROCS") {
-        std::fs::write(procs, format!("{}\n", std::process::id())).expect("join cgroup");
+    if let Ok(list) = std::env::var("TG_CGROUP_PROCS") {
+        for procs in list.split(':') {
+            std::fs::write(procs, format!("{}\n", std::process::id())).expect("join cgroup");
+        }
     }
     let mib: usize = std::env::var("TG_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let mut mem: Vec<Vec<u8>> = Vec::new();
@@ -110,8 +112,10 @@ fn ensure_swap() -> Result<ZramSwap, String> {
     Ok(guard)
 }
 
-/// A memory cgroup with a 512 MiB limit and memory+swap capped at 2 GiB.
-fn make_cgroup() -> Result<(Cgroup, String), String> {
+/// A memory cgroup with a 512 MiB limit and memory+swap capped at 2 GiB; on a hybrid host
+/// (v1 memory controller beside a cgroup2 mount) also the cgroup of the same path in the
+/// unified hierarchy, as systemd makes for every unit: that is where its PSI lives.
+fn make_cgroup() -> Result<(Cgroup, String, Option<Cgroup>), String> {
     let name = format!("thrashguard-e2e-{}", std::process::id());
     let v1 = Path::new("/sys/fs/cgroup/memory");
     if v1.join("memory.limit_in_bytes").exists() {
@@ -121,7 +125,13 @@ fn make_cgroup() -> Result<(Cgroup, String), String> {
         std::fs::write(dir.join("memory.limit_in_bytes"), (512 * MIB).to_string()).map_err(|e| e.to_string())?;
         // may be absent without swap accounting; the test's own timeout is the backstop then
         let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), (2048 * MIB).to_string());
-        return Ok((cg, format!("/{name}")));
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        let psi = if unified.join("cgroup.procs").exists() && std::fs::create_dir(unified.join(&name)).is_ok() {
+            Some(Cgroup(unified.join(&name)))
+        } else {
+            None
+        };
+        return Ok((cg, format!("/{name}"), psi));
     }
     // pure cgroup v2 (mounted at /sys/fs/cgroup with the memory controller)
     let v2 = Path::new("/sys/fs/cgroup");
@@ -132,7 +142,7 @@ fn make_cgroup() -> Result<(Cgroup, String), String> {
         let cg = Cgroup(dir.clone());
         std::fs::write(dir.join("memory.max"), (512 * MIB).to_string()).map_err(|e| e.to_string())?;
         let _ = std::fs::write(dir.join("memory.swap.max"), (1536 * MIB).to_string());
-        return Ok((cg, format!("/{name}")));
+        return Ok((cg, format!("/{name}"), None));
     }
     Err("no memory cgroup hierarchy".into())
 }
@@ -177,11 +187,18 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
         Ok(s) => s,
         Err(e) => return precondition_failed(e),
     };
-    let (cgroup, cg_name) = match make_cgroup() {
+    let (cgroup, cg_name, psi_twin) = match make_cgroup() {
         Ok(c) => c,
         Err(e) => return precondition_failed(e),
     };
-    let procs = cgroup.0.join("cgroup.procs");
+    let mut procs = cgroup.0.join("cgroup.procs").into_os_string();
+    if let Some(twin) = &psi_twin {
+        procs.push(":");
+        procs.push(twin.0.join("cgroup.procs"));
+    }
+    let procs = PathBuf::from(procs);
+    // v2, or v1 with its unified twin: the scope has PSI; the trigger needs a real kernel
+    let has_psi = (psi_twin.is_some() || !cgroup.0.starts_with("/sys/fs/cgroup/memory")) && Path::new("/proc/pressure/memory").exists();
 
     let mut kids = Reaper(Vec::new());
     // the bystander: 1.5 GiB, idle, outside the cgroup: bigger than the hog ever gets in RAM
@@ -214,7 +231,10 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
             Err(_) => panic!("daemon did not start: {log:#?}"),
         }
     }
-    assert!(log.iter().any(|l| l.contains(&cg_name)), "daemon does not watch {cg_name}: {log:#?}");
+    let watch_line = log.iter().find(|l| l.contains(&cg_name)).unwrap_or_else(|| panic!("daemon does not watch {cg_name}: {log:#?}"));
+    if has_psi {
+        assert!(watch_line.contains(&format!("{cg_name} (PSI trigger)")), "the scope reads PSI with a trigger: {watch_line}");
+    }
 
     // the hog: joins the cgroup first, then 1 GiB, touched over and over
     let t_hog = Instant::now();
@@ -246,6 +266,11 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
     assert_eq!(d["scope"], cg_name.as_str(), "{d}");
     assert_eq!(d["victim_pid"], hog, "{d}");
     assert_eq!(d["dry_run"], false);
+    if has_psi {
+        // decided on stall time, not on the no-PSI fallback
+        assert!(["thrashing", "stall_near_exhaustion", "sustained_stall"].contains(&d["reason"].as_str().unwrap_or("")), "{d}");
+        assert!(d["full_stall_mean_pct"].as_f64().unwrap_or(0.0) > 0.0, "{d}");
+    }
     // the time from the triggering sample to the victim's exit is measured and logged
     let exit_line = log.iter().find(|l| l.contains("exited") && l.contains(&hog.to_string()));
     eprintln!("{exit_line:?}");

@@ -88,9 +88,22 @@ pub fn parse_memory_stat(file: &'static str, buf: &[u8]) -> Result<CgroupMemStat
     Ok(s)
 }
 
+/// The pids in (whole lines of) a `cgroup.procs` file, one per line; lines that are not a
+/// pid, and a cut-short last line, are skipped.
+pub fn procs(buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    super::numbered_lines(buf).filter_map(|(_, l)| super::parse_u64(l)).filter_map(|p| u32::try_from(p).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn procs_lists_whole_lines_only() {
+        assert_eq!(procs(b"1\n22\n333\n").collect::<Vec<_>>(), vec![1, 22, 333]);
+        assert_eq!(procs(b"1\nx\n4294967296\n5\n6").collect::<Vec<_>>(), vec![1, 5]);
+        assert_eq!(procs(b"").count(), 0);
+    }
 
     #[test]
     fn limits() {
