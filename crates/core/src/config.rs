@@ -22,6 +22,8 @@ pub struct Config {
     pub victim: VictimConfig,
     /// `[cgroups]`: which memory cgroups it watches as scopes of their own.
     pub cgroups: CgroupConfig,
+    /// `[lifeline]`: the authenticated rescue datagram (off until a key is authorized).
+    pub lifeline: LifelineConfig,
 }
 
 /// What a rescue does to the victim.
@@ -99,6 +101,43 @@ impl Default for CgroupConfig {
     }
 }
 
+/// `[lifeline]` (docs/lifeline.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifelineConfig {
+    /// UDP address to listen on when at least one key is authorized.
+    pub listen: String,
+    /// Trusted keys, one per line; the lifeline is off while this file is missing or empty.
+    pub authorized_keys: String,
+    /// The host's own Ed25519 key, which signs replies to Ed25519 requests.
+    pub host_key: String,
+    /// This host's name in requests; empty = the hostname.
+    pub host_id: String,
+    /// Requests stamped further than this from the daemon's clock are refused.
+    pub window_s: u32,
+    /// Datagrams one source may send in a burst.
+    pub per_source_burst: u32,
+    /// Datagrams per second one source may send after its burst.
+    pub per_source_per_s: u32,
+    /// Signature/MAC verifications per second over all sources.
+    pub verifications_per_s: u32,
+}
+
+impl Default for LifelineConfig {
+    fn default() -> Self {
+        LifelineConfig {
+            listen: "0.0.0.0:7411".into(),
+            authorized_keys: "/etc/thrashguard/lifeline.authorized".into(),
+            host_key: "/etc/thrashguard/host.key".into(),
+            host_id: String::new(),
+            window_s: 30,
+            per_source_burst: 20,
+            per_source_per_s: 10,
+            verifications_per_s: 200,
+        }
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -157,6 +196,14 @@ impl Config {
         range("guard.sigterm_grace_ms", g.sigterm_grace_ms, 0, 60_000, "must be within 0..=60000")?;
         range("guard.max_processes", g.max_processes, 64, 4_194_304, "must be within 64..=4194304")?;
         range("cgroups.max_scopes", self.cgroups.max_scopes, 0, 4096, "must be within 0..=4096")?;
+        let l = &self.lifeline;
+        if l.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Range { key: "lifeline.listen", value: format!("{:?}", l.listen), rule: "must be ADDRESS:PORT" });
+        }
+        range("lifeline.window_s", l.window_s, 1, 3600, "must be within 1..=3600")?;
+        range("lifeline.per_source_burst", l.per_source_burst, 1, 10_000, "must be within 1..=10000")?;
+        range("lifeline.per_source_per_s", l.per_source_per_s, 1, 10_000, "must be within 1..=10000")?;
+        range("lifeline.verifications_per_s", l.verifications_per_s, 1, 100_000, "must be within 1..=100000")?;
         for (key, list) in [("victim.prefer", &self.victim.prefer), ("victim.avoid", &self.victim.avoid)] {
             for pattern in list {
                 if regex_lite::Regex::new(pattern).is_err() {

@@ -2,7 +2,8 @@
 //!
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
-//! configuration (`config`) and the pressure trace format (`trace`).
+//! configuration (`config`), the pressure trace format (`trace`) and the lifeline protocol
+//! (`lifeline`: wire format, keys, the daemon's checks).
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod lifeline;
 pub mod parse;
 pub mod policy;
 pub mod snapshot;

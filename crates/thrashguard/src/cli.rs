@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use thrashguard_core::config::Config;
+use thrashguard_core::lifeline::wire::Scheme;
 use thrashguard_core::units::Pid;
 
 use crate::logging::LogFormat;
@@ -96,6 +97,48 @@ pub enum Command {
         /// Process id
         pid: u32,
     },
+    /// Make a lifeline key: NAME.key (private, 0600) and NAME.pub (the line to authorize)
+    Keygen {
+        /// Directory to write the two files into (never overwrites)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// File name stem and key comment (`host` for a daemon's host key)
+        #[arg(long, default_value = "lifeline")]
+        name: String,
+        /// A shared HMAC-SHA256 secret instead of an Ed25519 key pair
+        #[arg(long)]
+        hmac: bool,
+    },
+    /// Send an authenticated lifeline request and print the authenticated reply
+    #[command(after_help = "ACTION: status | rescue | kill PID[@START] | freeze PID[@START] | thaw PID | sysrq LETTER\n\
+                            Examples:\n  thrashguard send web1 status --key ops.key --host-pub web1-host.pub\n  \
+                            thrashguard send --hosts fleet.txt status --key ops.key --json")]
+    Send {
+        /// HOST[:PORT] (port 7411 by default), then the action and its argument; without HOST when --hosts is given
+        #[arg(required = true, num_args = 1..=3, value_name = "HOST ACTION [ARG]")]
+        words: Vec<String>,
+        /// Private key file (from `thrashguard keygen`)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The host's public key that signs its replies (Ed25519 keys; `keygen --name host` made it)
+        #[arg(long, value_name = "FILE")]
+        host_pub: Option<PathBuf>,
+        /// The name the host answers to (its lifeline.host_id) [default: HOST as written]
+        #[arg(long, value_name = "NAME")]
+        host_id: Option<String>,
+        /// Many hosts, one `NAME [ADDR[:PORT]] [pub=FILE]` line each, sent to in parallel
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
+        /// One JSON object per host
+        #[arg(long)]
+        json: bool,
+        /// Wait this long for a reply per attempt
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        timeout: u64,
+        /// Attempts after the first, each with a fresh nonce
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        retries: u32,
+    },
 }
 
 fn seconds(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
@@ -116,7 +159,7 @@ fn load_config(cli: &Cli) -> Result<Config, i32> {
 pub fn run(cli: Cli) -> i32 {
     crate::logging::init(cli.log_format, cli.verbose);
     let cfg = match &cli.command {
-        Command::DefaultConfig | Command::Thaw { .. } => Config::default(),
+        Command::DefaultConfig | Command::Thaw { .. } | Command::Keygen { .. } | Command::Send { .. } => Config::default(),
         _ => match load_config(&cli) {
             Ok(c) => c,
             Err(code) => return code,
@@ -162,6 +205,39 @@ pub fn run(cli: Cli) -> i32 {
             Ok(())
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
+        Command::Keygen { out, name, hmac } => {
+            let scheme = if hmac { Scheme::HmacSha256 } else { Scheme::Ed25519 };
+            crate::lifeline::keygen(&out, &name, scheme).map(|(key, public)| {
+                println!("wrote {} (private, 0600) and {}", key.display(), public.display());
+                if hmac {
+                    println!(
+                        "{} holds the shared secret: append it to lifeline.authorized_keys (mode 0600) on each host",
+                        public.display()
+                    );
+                } else {
+                    println!(
+                        "append {} to lifeline.authorized_keys on each host; keep {} on the sending host only",
+                        public.display(),
+                        key.display()
+                    );
+                }
+            })
+        }
+        Command::Send { words, key, host_pub, host_id, hosts, json, timeout, retries } => {
+            return match send(&words, &key, host_pub.as_deref(), host_id, hosts.as_deref(), json, timeout, retries) {
+                Ok(all_ok) => {
+                    if all_ok {
+                        exit::OK
+                    } else {
+                        exit::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("thrashguard: error: {e:#}");
+                    exit::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => exit::OK,
@@ -169,9 +245,97 @@ pub fn run(cli: Cli) -> i32 {
         Err(e) => {
             let _ = std::io::stdout().flush();
             eprintln!("thrashguard: error: {e:#}");
-            exit::FAILURE
+            if e.downcast_ref::<crate::lifeline::SetupError>().is_some() { exit::CONFIG } else { exit::FAILURE }
         }
     }
+}
+
+/// `thrashguard send`: returns whether every host answered `"ok":true`.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    words: &[String],
+    key: &std::path::Path,
+    host_pub: Option<&std::path::Path>,
+    host_id: Option<String>,
+    hosts: Option<&std::path::Path>,
+    json: bool,
+    timeout_ms: u64,
+    retries: u32,
+) -> anyhow::Result<bool> {
+    use crate::lifeline::{Outcome, Target, parse_action, reply_key, resolve};
+    use anyhow::Context;
+    let text = std::fs::read_to_string(key).with_context(|| format!("{}", key.display()))?;
+    let (secret, _) = thrashguard_core::lifeline::keys::SecretKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let mut targets = Vec::new();
+    let action_words = match hosts {
+        Some(file) => {
+            let list = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            for (no, line) in list.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            {
+                let mut w = line.split_whitespace();
+                let name = w.next().unwrap_or_default().to_string();
+                let (mut addr, mut public) = (name.clone(), host_pub.map(std::path::Path::to_path_buf));
+                for extra in w {
+                    match extra.strip_prefix("pub=") {
+                        Some(p) => public = Some(PathBuf::from(p)),
+                        None => addr = extra.to_string(),
+                    }
+                }
+                let addr = resolve(&addr).with_context(|| format!("{}: line {no}", file.display()))?;
+                let reply_key = reply_key(&secret, public.as_deref()).with_context(|| format!("{}: line {no} ({name})", file.display()))?;
+                targets.push(Target { name, addr, reply_key });
+            }
+            words
+        }
+        None => {
+            let (host, rest) = words.split_first().context("HOST is needed (or --hosts FILE)")?;
+            let name = host_id.unwrap_or_else(|| {
+                host.rsplit_once(':')
+                    .filter(|(h, p)| p.parse::<u16>().is_ok() && !h.ends_with(':'))
+                    .map_or(host.as_str(), |(h, _)| h)
+                    .trim_matches(['[', ']'])
+                    .to_string()
+            });
+            targets.push(Target { name, addr: resolve(host)?, reply_key: reply_key(&secret, host_pub)? });
+            rest
+        }
+    };
+    let action = parse_action(action_words)?;
+    let outcomes = crate::lifeline::send(&secret, &targets, action, Duration::from_millis(timeout_ms), retries + 1);
+    let mut all_ok = true;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (t, o) in targets.iter().zip(outcomes) {
+        let (line, ok) = match o {
+            Outcome::Reply(body) => {
+                let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+                let ok = parsed["ok"] == true;
+                if json {
+                    (serde_json::json!({"host": t.name, "addr": t.addr.to_string(), "reply": parsed}).to_string(), ok)
+                } else {
+                    (format!("{}: {body}", t.name), ok)
+                }
+            }
+            Outcome::Timeout => {
+                let why = format!("no authentic reply after {} attempt(s) of {timeout_ms} ms", retries + 1);
+                if json {
+                    (serde_json::json!({"host": t.name, "addr": t.addr.to_string(), "error": why}).to_string(), false)
+                } else {
+                    (format!("{}: {why}", t.name), false)
+                }
+            }
+            Outcome::Error(e) => {
+                if json {
+                    (serde_json::json!({"host": t.name, "addr": t.addr.to_string(), "error": e}).to_string(), false)
+                } else {
+                    (format!("{}: {e}", t.name), false)
+                }
+            }
+        };
+        all_ok &= ok;
+        writeln!(out, "{line}")?;
+    }
+    Ok(all_ok)
 }
 
 fn thaw(proc_root: &std::path::Path, sys_root: &std::path::Path, pid: Pid) -> anyhow::Result<()> {

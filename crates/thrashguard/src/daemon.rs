@@ -15,14 +15,18 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use log::{error, info, warn};
 use thrashguard_core::config::{Action, Config};
+use thrashguard_core::lifeline::BodyWriter;
+use thrashguard_core::lifeline::wire::{self, Action as LifelineAction};
 use thrashguard_core::policy::rank::Candidate;
-use thrashguard_core::policy::{Phase, Policy, Rescue};
+use thrashguard_core::policy::{Evidence, Phase, Policy, Reason, Rescue, Step};
 use thrashguard_core::snapshot::ScopeSample;
-use thrashguard_core::units::{Kib, Micros, Pid};
+use thrashguard_core::units::{Kib, Micros, Pid, ProcId};
 
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
+use crate::lifeline;
 use crate::numa::{self, NodeScope as NumaNodeScope};
+use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, Scanner};
 
@@ -71,7 +75,7 @@ struct TickSummary {
 impl TickSummary {
     /// Step one scope's policy and fold the result in. One rescue per tick: a scope that
     /// decides after another did is told its rescue failed, and retries shortly.
-    fn fold(&mut self, policy: &mut Policy, sample: &ScopeSample, scope: ScopeRef) {
+    fn fold(&mut self, policy: &mut Policy, sample: &ScopeSample, scope: ScopeRef) -> Step {
         let st = policy.step(sample);
         self.next = self.next.min(st.next_sample);
         self.calm &= st.phase == Phase::Calm;
@@ -82,8 +86,12 @@ impl TickSummary {
                 policy.rescue_failed(sample.at);
             }
         }
+        st
     }
 }
+
+/// Lifeline datagrams handled per wake-up at most (the rest wait for the next one).
+const LIFELINE_BATCH: usize = 64;
 
 /// Candidates whose numa_maps a node-scope rescue reads (walking page tables is costly).
 const NODE_TOP: usize = 16;
@@ -129,6 +137,12 @@ pub struct Guard {
     member_bufs: MemberBuffers,
     /// The poll set of [`Guard::wait`], reserved for every trigger and the victim's pidfd.
     poll_set: Vec<libc::pollfd>,
+    /// The lifeline server, when a key is authorized.
+    pub lifeline: Option<lifeline::Server>,
+    /// Where lifeline reply bodies are rendered.
+    reply_body: Box<[u8]>,
+    /// The system scope's last evidence and phase (for status).
+    last_system: Option<(Evidence, Phase)>,
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
     discovered_at: Micros,
@@ -169,6 +183,9 @@ impl Guard {
             members,
             member_bufs: MemberBuffers::default(),
             poll_set,
+            lifeline: None,
+            reply_body: vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(),
+            last_system: None,
             v2_mount: None,
             discovered_at: Micros::ZERO,
             scanned_at: None,
@@ -181,6 +198,7 @@ impl Guard {
             last_sample_error: false,
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
+        guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
         if let Wakeup::Trigger { .. } = guard.wakeup {
             guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
         }
@@ -269,7 +287,198 @@ impl Guard {
     /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`].
     pub fn iterate(&mut self) {
         self.wait();
+        self.serve_lifeline();
         self.tick();
+    }
+
+    /// Answer the lifeline datagrams waiting, at most [`LIFELINE_BATCH`] per wake-up so that
+    /// a flood cannot starve the guard's own sampling.
+    pub fn serve_lifeline(&mut self) {
+        let Some(mut server) = self.lifeline.take() else { return };
+        for _ in 0..LIFELINE_BATCH {
+            match server.receive() {
+                lifeline::Received::Nothing => break,
+                lifeline::Received::Refused => {}
+                lifeline::Received::Request(req, from) => {
+                    let mut body = std::mem::take(&mut self.reply_body);
+                    let (len, result) = self.lifeline_act(req.action, &server.host_name, &mut body);
+                    server.send_reply(&req, from, &body[..len]);
+                    lifeline::log_request(&server, &req, from, result);
+                    self.reply_body = body;
+                }
+            }
+        }
+        self.lifeline = Some(server);
+    }
+
+    /// Carry out one lifeline request; render the reply body into `body`. Returns its length
+    /// and a short result for the log.
+    fn lifeline_act(&mut self, action: LifelineAction, host: &str, body: &mut [u8]) -> (usize, &'static str) {
+        use std::fmt::Write;
+        let mut w = BodyWriter::new(body);
+        let result = match action {
+            LifelineAction::Status => {
+                let _ = self.write_status(&mut w, host);
+                "status sent"
+            }
+            LifelineAction::Rescue if self.in_flight.is_some() => {
+                let _ = write!(w, "{{\"ok\":false,\"action\":\"rescue\",\"error\":\"a rescue is already in flight\"}}");
+                "rescue already in flight"
+            }
+            LifelineAction::Rescue => {
+                let swap_in_use = self.last_swap_in_use();
+                let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
+                let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
+                let _ = match outcome {
+                    Some((victim, what)) => {
+                        let _ = write!(
+                            w,
+                            "{{\"ok\":{},\"action\":\"rescue\",\"result\":\"{what}\",\"pid\":{},\"name\":",
+                            what != "failed",
+                            victim.id.pid
+                        );
+                        let _ = w.json_str(&victim.comm.to_string_lossy());
+                        write!(w, ",\"footprint_kib\":{}}}", victim.footprint.0)
+                    }
+                    None => write!(w, "{{\"ok\":false,\"action\":\"rescue\",\"error\":\"no eligible victim\"}}"),
+                };
+                "rescue"
+            }
+            LifelineAction::Kill { pid, start_time } | LifelineAction::Freeze { pid, start_time } => {
+                let kill = matches!(action, LifelineAction::Kill { .. });
+                let name = action.name();
+                match self.lifeline_target(Pid(pid), start_time) {
+                    Err(why) => {
+                        let _ = write!(w, "{{\"ok\":false,\"action\":\"{name}\",\"pid\":{pid},\"error\":\"{why}\"}}");
+                        why
+                    }
+                    Ok(id) => {
+                        let dir = self.scanner.proc_dir().as_fd();
+                        let r = if kill { act::kill(dir, id, Duration::ZERO) } else { act::freeze(dir, id) };
+                        let what = match r {
+                            Ok(Acted::Signalled { .. }) => {
+                                self.counters.actions += 1;
+                                if kill { "killed" } else { "frozen" }
+                            }
+                            Ok(Acted::Gone) => "gone",
+                            Ok(Acted::Reused) => "pid reused: nothing sent",
+                            Err(_) => "failed",
+                        };
+                        let ok = what == "killed" || what == "frozen";
+                        let _ = write!(w, "{{\"ok\":{ok},\"action\":\"{name}\",\"pid\":{pid},\"result\":\"{what}\"}}");
+                        what
+                    }
+                }
+            }
+            LifelineAction::Thaw { pid } => {
+                let dir = self.scanner.proc_dir().as_fd();
+                let what = match act::identify(dir, Pid(pid)).map(|id| act::thaw(dir, id)) {
+                    Some(Ok(Acted::Signalled { .. })) => "resumed",
+                    None | Some(Ok(Acted::Gone)) => "no such process",
+                    _ => "failed",
+                };
+                let _ = write!(w, "{{\"ok\":{},\"action\":\"thaw\",\"pid\":{pid},\"result\":\"{what}\"}}", what == "resumed");
+                what
+            }
+            LifelineAction::Sysrq(letter) => {
+                let path = self.opts.proc_root.join("sysrq-trigger");
+                let done =
+                    std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, &[letter]));
+                let what = if done.is_ok() { "sent" } else { "failed" };
+                let _ =
+                    write!(w, "{{\"ok\":{},\"action\":\"sysrq\",\"letter\":\"{}\",\"result\":\"{what}\"}}", done.is_ok(), letter as char);
+                what
+            }
+        };
+        (w.written().len(), result)
+    }
+
+    /// A process a lifeline request may act on: it exists, is the one named (start time),
+    /// and is not PID 1, a kernel thread or the guard itself.
+    fn lifeline_target(&mut self, pid: Pid, start_time: Option<u64>) -> Result<ProcId, &'static str> {
+        let mut buf = [0u8; 1024];
+        let text = procdir::read_pid_file(self.scanner.proc_dir().as_fd(), pid, "stat", &mut buf).map_err(|_| "no such process")?;
+        let st = thrashguard_core::parse::pid::parse_stat(text).map_err(|_| "unreadable stat")?;
+        if pid.0 == 1 || pid.0 == std::process::id() || st.is_kernel_thread() {
+            return Err("refused: PID 1, a kernel thread or thrashguard itself");
+        }
+        if start_time.is_some_and(|s| s != st.start_time) {
+            return Err("not the same process (start time differs)");
+        }
+        Ok(ProcId { pid, start_time: st.start_time })
+    }
+
+    fn last_swap_in_use(&mut self) -> bool {
+        self.sampler.sample().map(|s| s.mem.swap_total > s.mem.swap_free).unwrap_or(true)
+    }
+
+    /// The `status` reply: pressure, headroom, the policy's phase, the top 5 processes by
+    /// footprint (from a fresh scan), the last action.
+    fn write_status(&mut self, w: &mut BodyWriter<'_>, host: &str) -> std::fmt::Result {
+        use std::fmt::Write;
+        let swap_in_use = self.last_swap_in_use();
+        self.scanner.scan_with(None, swap_in_use);
+        self.scanned_at = Some(self.sampler.now());
+        let (e, phase) = self.last_system.unwrap_or((Evidence::default(), Phase::Calm));
+        w.write_str("{\"ok\":true,\"action\":\"status\",\"host\":")?;
+        w.json_str(host)?;
+        let phase = match phase {
+            Phase::Calm => "calm",
+            Phase::Pressure => "pressure",
+            Phase::Recovering => "recovering",
+        };
+        write!(
+            w,
+            ",\"phase\":\"{phase}\",\"psi\":{},\"full_stall_pct\":{:.1},\"some_stall_pct\":{:.1},\"available_kib\":{},\"total_kib\":{},\"headroom_kib\":{},\"swap_total_kib\":{},\"decisions\":{},\"actions\":{},\"top\":[",
+            e.psi,
+            e.full * 100.0,
+            e.some * 100.0,
+            e.available.0,
+            e.total.0,
+            e.headroom.0,
+            e.swap_total.0,
+            self.counters.decisions,
+            self.counters.actions
+        )?;
+        let cands = self.scanner.candidates();
+        let mut top: [Option<usize>; 5] = [None; 5];
+        for (i, c) in cands.iter().enumerate() {
+            if c.kernel_thread || c.exiting {
+                continue;
+            }
+            let mut slot = Some(i);
+            for t in top.iter_mut() {
+                match (*t, slot) {
+                    (None, _) => {
+                        *t = slot;
+                        break;
+                    }
+                    (Some(j), Some(k)) if cands[k].footprint > cands[j].footprint => {
+                        *t = Some(k);
+                        slot = Some(j);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (n, i) in top.iter().flatten().enumerate() {
+            let c = &cands[*i];
+            write!(w, "{}{{\"pid\":{},\"name\":", if n > 0 { "," } else { "" }, c.id.pid)?;
+            w.json_str(&c.comm.to_string_lossy())?;
+            write!(w, ",\"rss_kib\":{},\"swap_kib\":{}}}", c.footprint.0.saturating_sub(c.swap.0), c.swap.0)?;
+        }
+        w.write_str("],\"last_action\":")?;
+        match &self.last_decision {
+            Some((scope, v)) => {
+                write!(w, "{{\"pid\":{},\"name\":", v.id.pid)?;
+                w.json_str(&v.comm.to_string_lossy())?;
+                w.write_str(",\"scope\":")?;
+                w.json_str(scope)?;
+                w.write_str("}")?;
+            }
+            None => w.write_str("null")?,
+        }
+        w.write_str("}")
     }
 
     /// Everything after the wait: notice the victim's exit, sample every scope, decide, act.
@@ -293,16 +502,17 @@ impl Guard {
         self.mem_total = snap.mem.mem_total;
         let swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
         let mut tick = TickSummary { next: Micros(u64::MAX), calm: true, pending: None };
-        tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
+        let system = tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
+        self.last_system = Some((system.evidence, system.phase));
         let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
         for (i, scope) in self.scopes.iter_mut().enumerate() {
             if let Some(sample) = scope.sample(snap.at, global_swap) {
-                tick.fold(&mut scope.policy, &sample, ScopeRef::Cgroup(i));
+                let _ = tick.fold(&mut scope.policy, &sample, ScopeRef::Cgroup(i));
             }
         }
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if let Some(sample) = node.sample(&snap) {
-                tick.fold(&mut node.policy, &sample, ScopeRef::Node(i));
+                let _ = tick.fold(&mut node.policy, &sample, ScopeRef::Node(i));
             }
         }
         let TickSummary { next, calm, pending } = tick;
@@ -315,7 +525,7 @@ impl Guard {
             if self.in_flight.is_some() {
                 self.policy_mut(scope).rescue_failed(snap.at);
             } else {
-                self.rescue(rescue, scope, swap_in_use);
+                let _ = self.rescue(rescue, scope, swap_in_use);
             }
         } else if !calm && self.in_flight.is_none() && self.scanned_at.is_none_or(|t| snap.at.saturating_sub(t) >= PRESCAN) {
             // Pressure is building: scan now so the decision's scan has deltas to weigh.
@@ -346,6 +556,9 @@ impl Guard {
         }
         for fd in self.scopes.iter().filter_map(CgroupScope::trigger) {
             add(fd, libc::POLLPRI);
+        }
+        if let Some(l) = &self.lifeline {
+            add(l.fd(), libc::POLLIN);
         }
         // SAFETY: `set` holds `set.len()` initialised pollfds whose fds belong to files
         // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
@@ -378,7 +591,9 @@ impl Guard {
         }
     }
 
-    fn rescue(&mut self, rescue: Rescue, scope: ScopeRef, swap_in_use: bool) {
+    /// Scan the scope, pick the victim, re-check, act. Returns the victim and what became of
+    /// it (`None`: no eligible victim).
+    fn rescue(&mut self, rescue: Rescue, scope: ScopeRef, swap_in_use: bool) -> Option<(Candidate, &'static str)> {
         let t0 = Instant::now();
         let members = match scope {
             ScopeRef::Cgroup(i) if i < self.scopes.len() => {
@@ -404,16 +619,18 @@ impl Guard {
             );
             let now = self.sampler.now();
             self.policy_mut(scope).rescue_failed(now);
-            return;
+            return None;
         };
-        // Re-check before acting: a spike may have freed itself while we scanned.
-        if let Some(pct) = self.available_pct(scope)
+        // Re-check before acting: a spike may have freed itself while we scanned. (An
+        // operator's lifeline request is acted on as asked.)
+        if rescue.reason != Reason::Lifeline
+            && let Some(pct) = self.available_pct(scope)
             && pct > self.cfg.policy.available_below_pct
         {
             info!("{scope_name}: {rescue}; pressure resolved while scanning (available {pct:.1}%), nothing done");
             let now = self.sampler.now();
             self.policy_mut(scope).rescue_finished(now);
-            return;
+            return Some((victim, "pressure resolved: nothing done"));
         }
         let action = self.cfg.guard.action;
         let dry = self.opts.dry_run || self.cfg.guard.dry_run;
@@ -434,7 +651,10 @@ impl Guard {
         log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded, &scope_name);
         self.last_decision = Some((scope_name, victim));
         match outcome {
-            None => self.policy_mut(scope).rescue_finished(now),
+            None => {
+                self.policy_mut(scope).rescue_finished(now);
+                Some((victim, "dry run: nothing done"))
+            }
             Some(Ok(Acted::Signalled { pidfd, mreleased })) => {
                 self.counters.actions += 1;
                 if action == Action::Freeze {
@@ -447,18 +667,22 @@ impl Guard {
                     let deadline = Micros(now.0 + self.cfg.policy.release_wait_ms * 1000);
                     self.in_flight = Some(InFlight { pidfd, victim, scope, decided_at: rescue.evidence.at, deadline });
                 }
+                Some((victim, if action == Action::Freeze { "frozen" } else { "killed" }))
             }
             Some(Ok(Acted::Gone)) => {
                 info!("victim {} ({}) exited by itself before the signal", victim.id.pid, victim.comm);
                 self.policy_mut(scope).rescue_finished(now);
+                Some((victim, "gone"))
             }
             Some(Ok(Acted::Reused)) => {
                 warn!("pid {} was reused before the signal; nothing sent, retrying", victim.id.pid);
                 self.policy_mut(scope).rescue_failed(now);
+                Some((victim, "failed"))
             }
             Some(Err(e)) => {
                 error!("cannot {} {} ({}): {e}", action.as_str(), victim.id.pid, victim.comm);
                 self.policy_mut(scope).rescue_failed(now);
+                Some((victim, "failed"))
             }
         }
     }
@@ -601,10 +825,23 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     if !missing.is_empty() {
         warn!("running with reduced power; cannot: {}", missing.join("; "));
     }
+    match &guard.lifeline {
+        Some(l) => info!("{}", l.describe()),
+        None => info!("lifeline off (no key in {})", guard.cfg.lifeline.authorized_keys),
+    }
     guard.run(&stop);
     info!(
         "stopping after {} iterations, {} decisions, {} actions",
         guard.counters.iterations, guard.counters.decisions, guard.counters.actions
     );
+    if let Some(l) = &guard.lifeline {
+        let c = &l.counters;
+        let refused: Vec<String> = thrashguard_core::lifeline::Reject::ALL
+            .iter()
+            .filter(|r| c.rejected[r.index()] > 0)
+            .map(|r| format!("{} {}", c.rejected[r.index()], r.as_str()))
+            .collect();
+        info!("lifeline: {} accepted; refused: {}", c.accepted, if refused.is_empty() { "none".into() } else { refused.join(", ") });
+    }
     Ok(())
 }

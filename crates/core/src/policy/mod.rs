@@ -106,6 +106,9 @@ pub enum Reason {
     LowMemory,
     /// No PSI: memory short and a sustained storm of refaults or major faults.
     FaultStorm,
+    /// An operator asked for it through an authenticated lifeline request (never the
+    /// policy's own decision).
+    Lifeline,
 }
 
 impl Reason {
@@ -117,6 +120,7 @@ impl Reason {
             Reason::SustainedStall => "sustained_stall",
             Reason::LowMemory => "low_memory",
             Reason::FaultStorm => "fault_storm",
+            Reason::Lifeline => "lifeline",
         }
     }
 }
