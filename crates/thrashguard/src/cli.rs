@@ -138,6 +138,10 @@ pub enum Command {
         /// Attempts after the first, each with a fresh nonce
         #[arg(long, value_name = "N", default_value_t = 2)]
         retries: u32,
+        /// Send the request N times, one after another, and print round-trip times
+        /// (min / p50 / p99 / max) instead of the replies: a ping through the guard loop
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        count: u32,
     },
 }
 
@@ -223,8 +227,9 @@ pub fn run(cli: Cli) -> i32 {
                 }
             })
         }
-        Command::Send { words, key, host_pub, host_id, hosts, json, timeout, retries } => {
-            return match send(&words, &key, host_pub.as_deref(), host_id, hosts.as_deref(), json, timeout, retries) {
+        Command::Send { words, key, host_pub, host_id, hosts, json, timeout, retries, count } => {
+            let opts = SendOpts { json, timeout_ms: timeout, retries, count };
+            return match send(&words, &key, host_pub.as_deref(), host_id, hosts.as_deref(), &opts) {
                 Ok(all_ok) => {
                     if all_ok {
                         exit::OK
@@ -250,18 +255,69 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// `thrashguard send`: returns whether every host answered `"ok":true`.
-#[allow(clippy::too_many_arguments)]
+/// `send --count N`: N requests per host, one after another; print round-trip statistics.
+fn ping(
+    secret: &thrashguard_core::lifeline::keys::SecretKey,
+    targets: &[crate::lifeline::Target],
+    action: thrashguard_core::lifeline::wire::Action,
+    opts: &SendOpts,
+) -> anyhow::Result<bool> {
+    let mut all_ok = true;
+    for t in targets {
+        let mut rtts_ms = Vec::with_capacity(opts.count as usize);
+        let mut lost = 0u32;
+        for _ in 0..opts.count {
+            let t0 = std::time::Instant::now();
+            match crate::lifeline::send(secret, std::slice::from_ref(t), action, Duration::from_millis(opts.timeout_ms), opts.retries + 1)
+                .pop()
+            {
+                Some(crate::lifeline::Outcome::Reply(_)) => rtts_ms.push(t0.elapsed().as_secs_f64() * 1000.0),
+                _ => lost += 1,
+            }
+        }
+        rtts_ms.sort_by(f64::total_cmp);
+        let q = |p: f64| rtts_ms.get(((rtts_ms.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+        all_ok &= lost == 0;
+        if opts.json {
+            println!(
+                "{}",
+                serde_json::json!({"host": t.name, "addr": t.addr.to_string(), "sent": opts.count, "answered": rtts_ms.len(), "lost": lost,
+                    "rtt_ms": {"min": q(0.0), "p50": q(0.5), "p99": q(0.99), "max": q(1.0)}})
+            );
+        } else {
+            println!(
+                "{}: {} sent, {} answered, {lost} lost; round trip min {:.2} / p50 {:.2} / p99 {:.2} / max {:.2} ms",
+                t.name,
+                opts.count,
+                rtts_ms.len(),
+                q(0.0),
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            );
+        }
+    }
+    Ok(all_ok)
+}
+
+/// How `send` sends and prints.
+struct SendOpts {
+    json: bool,
+    timeout_ms: u64,
+    retries: u32,
+    count: u32,
+}
+
+/// `thrashguard send`: returns whether every host answered `"ok":true` (every time).
 fn send(
     words: &[String],
     key: &std::path::Path,
     host_pub: Option<&std::path::Path>,
     host_id: Option<String>,
     hosts: Option<&std::path::Path>,
-    json: bool,
-    timeout_ms: u64,
-    retries: u32,
+    opts: &SendOpts,
 ) -> anyhow::Result<bool> {
+    let SendOpts { json, timeout_ms, retries, count } = *opts;
     use crate::lifeline::{Outcome, Target, parse_action, reply_key, resolve};
     use anyhow::Context;
     let text = std::fs::read_to_string(key).with_context(|| format!("{}", key.display()))?;
@@ -301,6 +357,9 @@ fn send(
         }
     };
     let action = parse_action(action_words)?;
+    if count > 1 {
+        return ping(&secret, &targets, action, opts);
+    }
     let outcomes = crate::lifeline::send(&secret, &targets, action, Duration::from_millis(timeout_ms), retries + 1);
     let mut all_ok = true;
     let stdout = std::io::stdout();

@@ -172,12 +172,18 @@ fn status_round_trip_with_both_schemes() {
         assert!(v["reply"]["top"].as_array().is_some_and(|t| !t.is_empty() && t.len() <= 5), "{v}");
         assert!(v["reply"]["available_kib"].as_u64().unwrap() > 0, "{v}");
     }
+    // --count: a ping through the guard loop
+    let (ok, out) = send(&s, "shared", &["status"], &["--count", "5"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((v["sent"].as_u64(), v["answered"].as_u64()), (Some(5), Some(5)), "{v}");
+    assert!(v["rtt_ms"]["p99"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
     // a key the daemon does not trust gets silence; so does a request for another host
     let (ok, out) = send(&s, "stranger", &["status"], &["--timeout", "300", "--retries", "0"]);
     assert!(!ok && out.contains("no authentic reply"), "{out}");
     let log = d.stop();
     assert!(log.iter().any(|l| l.contains("refused 1 datagram(s) as unknown_key")), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("lifeline: 2 accepted")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("lifeline: 7 accepted")), "{log:#?}");
 }
 
 #[test]
