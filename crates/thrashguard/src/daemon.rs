@@ -143,6 +143,11 @@ pub struct Guard {
     reply_body: Box<[u8]>,
     /// The system scope's last evidence and phase (for status).
     last_system: Option<(Evidence, Phase)>,
+    /// The last lifeline rescue: when, and its outcome (a retry inside the release wait
+    /// gets the same answer, not a second victim).
+    last_lifeline_rescue: Option<(Micros, Option<(Candidate, &'static str)>)>,
+    /// The last sysrq letter sent through the lifeline, and when.
+    last_sysrq: Option<(Micros, u8)>,
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
     discovered_at: Micros,
@@ -186,6 +191,8 @@ impl Guard {
             lifeline: None,
             reply_body: vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(),
             last_system: None,
+            last_lifeline_rescue: None,
+            last_sysrq: None,
             v2_mount: None,
             discovered_at: Micros::ZERO,
             scanned_at: None,
@@ -326,23 +333,35 @@ impl Guard {
                 "rescue already in flight"
             }
             LifelineAction::Rescue => {
-                let swap_in_use = self.last_swap_in_use();
-                let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
-                let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
+                // A client retries when a reply is lost: a second rescue inside the release
+                // wait answers with the first one's outcome instead of taking a second victim.
+                let now = self.sampler.now();
+                let window = Micros::from_millis(self.cfg.policy.release_wait_ms);
+                let recent = self.last_lifeline_rescue.filter(|(at, _)| now.saturating_sub(*at) < window);
+                let (outcome, repeat) = match recent {
+                    Some((_, outcome)) => (outcome, true),
+                    None => {
+                        let swap_in_use = self.last_swap_in_use();
+                        let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
+                        let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
+                        self.last_lifeline_rescue = Some((now, outcome));
+                        (outcome, false)
+                    }
+                };
                 let _ = match outcome {
                     Some((victim, what)) => {
                         let _ = write!(
                             w,
-                            "{{\"ok\":{},\"action\":\"rescue\",\"result\":\"{what}\",\"pid\":{},\"name\":",
+                            "{{\"ok\":{},\"action\":\"rescue\",\"repeat\":{repeat},\"result\":\"{what}\",\"pid\":{},\"name\":",
                             what != "failed",
                             victim.id.pid
                         );
                         let _ = w.json_str(&victim.comm.to_string_lossy());
                         write!(w, ",\"footprint_kib\":{}}}", victim.footprint.0)
                     }
-                    None => write!(w, "{{\"ok\":false,\"action\":\"rescue\",\"error\":\"no eligible victim\"}}"),
+                    None => write!(w, "{{\"ok\":false,\"action\":\"rescue\",\"repeat\":{repeat},\"error\":\"no eligible victim\"}}"),
                 };
-                "rescue"
+                if repeat { "repeat of the last rescue" } else { "rescue" }
             }
             LifelineAction::Kill { pid, start_time } | LifelineAction::Freeze { pid, start_time } => {
                 let kill = matches!(action, LifelineAction::Kill { .. });
@@ -381,10 +400,22 @@ impl Guard {
                 what
             }
             LifelineAction::Sysrq(letter) => {
-                let path = self.opts.proc_root.join("sysrq-trigger");
-                let done =
-                    std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, &[letter]));
-                let what = if done.is_ok() { "sent" } else { "failed" };
+                // the same letter again within the release wait is a retry, not a new request
+                let now = self.sampler.now();
+                let window = Micros::from_millis(self.cfg.policy.release_wait_ms);
+                let repeat = self.last_sysrq.is_some_and(|(at, l)| l == letter && now.saturating_sub(at) < window);
+                let done = if repeat {
+                    Ok(())
+                } else {
+                    self.last_sysrq = Some((now, letter));
+                    let path = self.opts.proc_root.join("sysrq-trigger");
+                    std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| std::io::Write::write_all(&mut f, &[letter]))
+                };
+                let what = match (&done, repeat) {
+                    (_, true) => "already sent",
+                    (Ok(()), false) => "sent",
+                    (Err(_), false) => "failed",
+                };
                 let _ =
                     write!(w, "{{\"ok\":{},\"action\":\"sysrq\",\"letter\":\"{}\",\"result\":\"{what}\"}}", done.is_ok(), letter as char);
                 what
