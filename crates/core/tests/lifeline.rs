@@ -2,32 +2,17 @@
 //! signed, and checking allocates nothing (a counting global allocator).
 // Test helpers may panic: a panic is a failing test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use proptest::prelude::*;
 use thrashguard_core::lifeline::gate::{Clock, Gate, GateConfig, request};
 use thrashguard_core::lifeline::keys::{SecretKey, host_id, parse_authorized};
 use thrashguard_core::lifeline::wire::{self, Action, Scheme};
 
-struct Counting;
-thread_local! {
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "support/counting.rs"]
+mod counting;
+
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting::Counting = counting::Counting;
 
 const T0: u64 = 1_795_000_000_000;
 
@@ -81,7 +66,7 @@ fn checking_allocates_nothing() {
         let (mut g, key) = gate(scheme);
         let good: Vec<Vec<u8>> = (0..200u8).map(|i| valid(&key, [i; 16])).collect();
         let garbage: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; usize::from(i) * 5]).collect();
-        let before = COUNT.with(Cell::get);
+        let before = counting::allocations();
         let mut accepted = 0;
         for (i, (d, junk)) in good.iter().zip(&garbage).enumerate() {
             let now = Clock { unix_ms: T0, mono_ms: i as u64 * 100 };
@@ -89,7 +74,7 @@ fn checking_allocates_nothing() {
             assert!(g.check(junk, [2; 16], now).is_err());
             assert!(g.check(d, [3; 16], now).is_err(), "replayed from elsewhere");
         }
-        let allocations = COUNT.with(Cell::get) - before;
+        let allocations = counting::allocations() - before;
         assert!(accepted > 150, "{accepted}");
         assert_eq!(allocations, 0, "{scheme:?}: checking 600 datagrams allocated {allocations} times");
     }

@@ -4,36 +4,13 @@
 // Test helpers may panic: a panic is a failing test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../../core/tests/support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting::Counting = counting::Counting;
 
 fn fixture(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/proc/6.1.0-50-amd64").join(file)
@@ -75,9 +52,9 @@ fn a_thousand_iterations_allocate_nothing() {
         guard.tick();
     }
     // the counter counts
-    let probe = COUNT.with(Cell::get);
+    let probe = counting::allocations();
     drop(std::hint::black_box(vec![0u8; 64]));
-    assert_eq!(COUNT.with(Cell::get), probe + 1);
+    assert_eq!(counting::allocations(), probe + 1);
 
     // Stalls that grow between ticks, rendered before counting and written with pwrite:
     // the policy walks its episode path, not only the calm one.
@@ -93,13 +70,13 @@ fn a_thousand_iterations_allocate_nothing() {
             .into_bytes()
         })
         .collect();
-    let before = COUNT.with(Cell::get);
+    let before = counting::allocations();
     for text in &texts {
         psi.write_at(text, 0).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1));
         guard.tick();
     }
-    let allocations = COUNT.with(Cell::get) - before;
+    let allocations = counting::allocations() - before;
     assert_eq!(guard.counters.bad_samples, 0);
     assert_eq!(guard.counters.decisions, 0);
     assert!(guard.counters.pressure_ticks > 100, "the episode path ran: {:?}", guard.counters);
@@ -147,11 +124,11 @@ fn listing_a_cgroups_members_allocates_nothing() {
     scope.members(&mut bufs, &mut members); // first call: lazily initialised statics
     expected.sort_unstable();
     assert_eq!(members, expected);
-    let before = COUNT.with(Cell::get);
+    let before = counting::allocations();
     for _ in 0..100 {
         scope.members(&mut bufs, &mut members);
     }
-    let allocations = COUNT.with(Cell::get) - before;
+    let allocations = counting::allocations() - before;
     assert_eq!(members.len(), expected.len());
     // a capacity smaller than the cgroup: truncated, never grown
     let mut small = Vec::with_capacity(10);
