@@ -167,6 +167,75 @@ def hog(step=100 * MiB, factor=3.0, random_per_page=1365):
     mark("hog reached target", mib=total // MiB)
 
 
+def slow_leak(rate=20 * MiB, step=10 * MiB, secs=150.0):
+    """A leak whose memory stays in use: grows by about 20 MiB/s (10 MiB at a time, paced by
+    the wall clock) and sweeps its whole heap between steps, so once the heap passes RAM
+    every sweep pulls from swap and the working set never fits again."""
+    block = pattern_block(1365)
+    chunks = []
+    t0 = time.monotonic()
+    k = 0
+    last = 0
+    while time.monotonic() - t0 < secs:
+        want = int((time.monotonic() - t0) * rate)
+        while len(chunks) * step < want:
+            chunks.append(filled(step, block))
+        k += 1
+        for c in chunks:
+            touch(c, k)
+        mib = len(chunks) * step // MiB
+        if mib // 200 > last:
+            last = mib // 200
+            mark("leak size", mib=mib)
+        if len(chunks) * step >= want:
+            time.sleep(0.1)
+
+
+def many_medium(n=8, frac=0.25, every=4.0, secs=100.0):
+    """n processes of frac x RAM each, started every 4 s; each touches its memory
+    continuously until the common end. Together they want 2 x RAM."""
+    size = int(mem_total() * frac)
+    end = time.monotonic() + secs
+    pids = []
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                buf = bytearray(size)
+                k = 1
+                while time.monotonic() < end:
+                    touch(buf, k)
+                    k += 1
+            finally:
+                os._exit(0)
+        pids.append(pid)
+        mark("medium started", i=i + 1, pid=pid, mib=size // MiB)
+        if i < n - 1:
+            time.sleep(every)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            mark("medium killed", pid=pid, sig=os.WTERMSIG(status))
+
+
+def stream_file(factor=2.0, path="/mnt/scratch/stream.bin"):
+    """Benign streaming I/O: write a file of 2 x RAM with dd, then read it back, both
+    through the page cache (the scratch disk, /dev/vdc)."""
+    mib = int(mem_total() * factor) // MiB
+    t = time.monotonic()
+    subprocess.check_call(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}", "status=none"])
+    subprocess.check_call(["sync"])
+    mark("file written", mib=mib, secs=round(time.monotonic() - t, 3))
+    t = time.monotonic()
+    subprocess.check_call(["dd", f"if={path}", "of=/dev/null", "bs=1M", "status=none"])
+    mark("file read", mib=mib, secs=round(time.monotonic() - t, 3))
+
+
+def benign_steady(frac=0.70, secs=60.0, every=2.0):
+    """One process holds frac of RAM steadily and re-touches all of it every 2 s."""
+    benign_big(frac, secs=secs, every=every)
+
+
 def memspeed():
     """Calibration, not a scenario: how fast this guest (this accelerator) faults memory in."""
     import mmap
@@ -198,6 +267,11 @@ SCENARIOS = {
     "benign-big-75pct": lambda: benign_big(0.75),
     "hog-zram": hog,
     "hog-disk-swap": hog,
+    "hog-noswap": hog,
+    "slow-leak": slow_leak,
+    "many-medium": many_medium,
+    "stream-file": stream_file,
+    "benign-70pct": benign_steady,
 }
 
 if __name__ == "__main__":
