@@ -140,7 +140,9 @@ def compute(res, trace_path, probe_paths):
     settles = [v.get("settled_after_s") for v in probes.values() if v.get("killed_at") is None]
     if settles and all(s is not None for s in settles):
         settle = max(settles)
-        by_runner = runner_kill is not None and ws + settle > runner_kill
+        # settling in the last 10 s before the runner's kill is not a recovery either (the
+        # workload was still there: the probes merely had a quiet spell)
+        by_runner = runner_kill is not None and ws + settle > runner_kill - 10.0
         m["settled_after_s"] = settle
         m["recovered_180s"] = settle <= RECOVER_WITHIN_S and not by_runner
         m["recovered_note"] = "only after the runner killed the workload at its time limit" if by_runner else ""
