@@ -90,6 +90,11 @@ impl TickSummary {
     }
 }
 
+/// A cgroup scope as logs name it: `v1:/path` or `v2:/path`.
+fn scope_label(s: &CgroupScope) -> String {
+    format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)
+}
+
 /// Lifeline datagrams handled per wake-up at most (the rest wait for the next one).
 const LIFELINE_BATCH: usize = 64;
 
@@ -148,6 +153,9 @@ pub struct Guard {
     last_lifeline_rescue: Option<(Micros, Option<(Candidate, &'static str)>)>,
     /// The last sysrq letter sent through the lifeline, and when.
     last_sysrq: Option<(Micros, u8)>,
+    /// Whether swap was in use at the last sample (no status reads without it); true until
+    /// the first sample says otherwise.
+    swap_in_use: bool,
     /// The cgroup2 mount (under --sys-root), for `victim.whole_cgroup`.
     v2_mount: Option<PathBuf>,
     discovered_at: Micros,
@@ -193,6 +201,7 @@ impl Guard {
             last_system: None,
             last_lifeline_rescue: None,
             last_sysrq: None,
+            swap_in_use: true,
             v2_mount: None,
             discovered_at: Micros::ZERO,
             scanned_at: None,
@@ -220,7 +229,7 @@ impl Guard {
 
     /// Names of the cgroup scopes watched.
     pub fn scope_names(&self) -> Vec<String> {
-        self.scopes.iter().map(|s| format!("{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name)).collect()
+        self.scopes.iter().map(scope_label).collect()
     }
 
     /// The scope names with how each one is watched (for the log at start and rediscovery).
@@ -230,7 +239,7 @@ impl Guard {
             (true, false) => " (PSI)",
             _ => " (no PSI: usage and faults)",
         };
-        self.scopes.iter().map(|s| format!("{}{}{}", if s.v2 { "v2:" } else { "v1:" }, s.name, how(s))).collect::<Vec<_>>().join(", ")
+        self.scopes.iter().map(|s| scope_label(s) + how(s)).collect::<Vec<_>>().join(", ")
     }
 
     /// How a scope is named in logs: `system`, the cgroup path, or `node1`.
@@ -336,12 +345,11 @@ impl Guard {
                 // A client retries when a reply is lost: a second rescue inside the release
                 // wait answers with the first one's outcome instead of taking a second victim.
                 let now = self.sampler.now();
-                let window = Micros::from_millis(self.cfg.policy.release_wait_ms);
-                let recent = self.last_lifeline_rescue.filter(|(at, _)| now.saturating_sub(*at) < window);
+                let recent = self.last_lifeline_rescue.filter(|(at, _)| self.is_retry(*at, now));
                 let (outcome, repeat) = match recent {
                     Some((_, outcome)) => (outcome, true),
                     None => {
-                        let swap_in_use = self.last_swap_in_use();
+                        let swap_in_use = self.swap_in_use;
                         let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
                         let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
                         self.last_lifeline_rescue = Some((now, outcome));
@@ -402,8 +410,7 @@ impl Guard {
             LifelineAction::Sysrq(letter) => {
                 // the same letter again within the release wait is a retry, not a new request
                 let now = self.sampler.now();
-                let window = Micros::from_millis(self.cfg.policy.release_wait_ms);
-                let repeat = self.last_sysrq.is_some_and(|(at, l)| l == letter && now.saturating_sub(at) < window);
+                let repeat = self.last_sysrq.is_some_and(|(at, l)| l == letter && self.is_retry(at, now));
                 let done = if repeat {
                     Ok(())
                 } else {
@@ -424,6 +431,12 @@ impl Guard {
         (w.written().len(), result)
     }
 
+    /// Whether a lifeline request at `now` repeats one acted on at `at`: inside the release
+    /// wait, a client retrying after a lost reply, not a new request.
+    fn is_retry(&self, at: Micros, now: Micros) -> bool {
+        now.saturating_sub(at) < Micros::from_millis(self.cfg.policy.release_wait_ms)
+    }
+
     /// A process a lifeline request may act on: it exists, is the one named (start time),
     /// and is not PID 1, a kernel thread or the guard itself.
     fn lifeline_target(&mut self, pid: Pid, start_time: Option<u64>) -> Result<ProcId, &'static str> {
@@ -439,16 +452,11 @@ impl Guard {
         Ok(ProcId { pid, start_time: st.start_time })
     }
 
-    fn last_swap_in_use(&mut self) -> bool {
-        self.sampler.sample().map(|s| s.mem.swap_total > s.mem.swap_free).unwrap_or(true)
-    }
-
     /// The `status` reply: pressure, headroom, the policy's phase, the top 5 processes by
     /// footprint (from a fresh scan), the last action.
     fn write_status(&mut self, w: &mut BodyWriter<'_>, host: &str) -> std::fmt::Result {
         use std::fmt::Write;
-        let swap_in_use = self.last_swap_in_use();
-        self.scanner.scan_with(None, swap_in_use);
+        self.scanner.scan_with(None, self.swap_in_use);
         self.scanned_at = Some(self.sampler.now());
         let (e, phase) = self.last_system.unwrap_or((Evidence::default(), Phase::Calm));
         w.write_str("{\"ok\":true,\"action\":\"status\",\"host\":")?;
@@ -532,6 +540,7 @@ impl Guard {
         self.last_sample_error = false;
         self.mem_total = snap.mem.mem_total;
         let swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
+        self.swap_in_use = swap_in_use;
         let mut tick = TickSummary { next: Micros(u64::MAX), calm: true, pending: None };
         let system = tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
         self.last_system = Some((system.evidence, system.phase));

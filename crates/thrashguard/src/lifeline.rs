@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use log::{info, warn};
 use thrashguard_core::config::LifelineConfig;
+use thrashguard_core::lifeline::Reject;
 use thrashguard_core::lifeline::gate::{self, Accepted, Clock, Gate, GateConfig};
 use thrashguard_core::lifeline::keys::{self, SecretKey, VerifyKey};
 use thrashguard_core::lifeline::wire::{self, Action, Scheme};
-use thrashguard_core::lifeline::{BodyWriter, Reject};
 
 /// A lifeline set-up the daemon must not start with (bad key file, loose permissions):
 /// exit code 78, like any configuration error.
@@ -42,22 +42,27 @@ pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-/// Read a key file that must not be writable (and, with `secret`, not readable) by group
-/// or others.
-fn read_guarded(path: &Path, secret: bool) -> Result<String> {
+/// Read a key file that must not be writable by group or others; returns its text and
+/// mode (for [`guard_secret`] once the text says whether it holds a secret).
+fn read_guarded(path: &Path) -> Result<(String, u32)> {
     let meta = fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 {
         bail!(setup_err(format!("{} is writable by group or others (mode {:o}): refusing to trust it", path.display(), mode & 0o777)));
     }
-    if secret && mode & 0o044 != 0 {
+    Ok((fs::read_to_string(path).with_context(|| format!("{}", path.display()))?, mode))
+}
+
+/// A file holding a secret must not be readable by group or others either.
+fn guard_secret(path: &Path, mode: u32) -> Result<()> {
+    if mode & 0o044 != 0 {
         bail!(setup_err(format!(
             "{} holds a secret but is readable by group or others (mode {:o}); chmod 600 it",
             path.display(),
             mode & 0o777
         )));
     }
-    fs::read_to_string(path).with_context(|| format!("{}", path.display()))
+    Ok(())
 }
 
 /// Counts of what the lifeline saw (for logs now, metrics later).
@@ -110,13 +115,13 @@ impl Server {
         if !path.exists() {
             return Ok(None);
         }
-        let text = read_guarded(path, false)?;
+        let (text, mode) = read_guarded(path)?;
         let authorized = keys::parse_authorized(&text).map_err(|e| setup_err(format!("{}: {e}", path.display())))?;
         if authorized.is_empty() {
             return Ok(None);
         }
         if authorized.iter().any(|k| k.key.scheme() == Scheme::HmacSha256) {
-            read_guarded(path, true)?;
+            guard_secret(path, mode)?;
         }
         let host_key = if authorized.iter().any(|k| k.key.scheme() == Scheme::Ed25519) {
             let hk = Path::new(&cfg.host_key);
@@ -127,7 +132,9 @@ impl Server {
                     hk.parent().unwrap_or(Path::new(".")).display()
                 )));
             }
-            let (key, _) = SecretKey::parse(&read_guarded(hk, true)?).map_err(|e| setup_err(format!("{}: {e}", hk.display())))?;
+            let (text, mode) = read_guarded(hk)?;
+            guard_secret(hk, mode)?;
+            let (key, _) = SecretKey::parse(&text).map_err(|e| setup_err(format!("{}: {e}", hk.display())))?;
             if key.scheme() != Scheme::Ed25519 {
                 bail!(setup_err(format!("{}: the host key must be an Ed25519 key", hk.display())));
             }
@@ -196,37 +203,21 @@ impl Server {
             SocketAddr::V6(a) => a.ip().octets(),
         };
         let now = self.clock();
-        match self.gate.check(&self.buf[..n], source, now) {
-            Ok(req) => {
+        let refused = match self.gate.check_authentic(&self.buf[..n], source, now) {
+            Ok(req) if self.gate.permits(&req) => {
                 self.counters.accepted += 1;
-                Received::Request(req, from)
+                return Received::Request(req, from);
             }
-            Err(why) => {
-                self.counters.rejected[why.index()] += 1;
-                self.log_refusal(why, from, now.mono_ms);
-                if why.answered() {
-                    // authentic and fresh, but not allowed: say so (the client proved its key)
-                    if let Ok(req) = self.denied_request(n) {
-                        let mut body = [0u8; 128];
-                        let mut w = BodyWriter::new(&mut body);
-                        let _ = std::fmt::Write::write_fmt(
-                            &mut w,
-                            format_args!("{{\"ok\":false,\"error\":\"action not allowed for this key\"}}"),
-                        );
-                        let len = w.written().len();
-                        self.send_reply(&req, from, &body[..len]);
-                    }
-                }
-                Received::Refused
+            // authentic and fresh, but not allowed: say so (the client proved its key)
+            Ok(req) => {
+                self.send_reply(&req, from, br#"{"ok":false,"error":"action not allowed for this key"}"#);
+                Reject::Denied
             }
-        }
-    }
-
-    /// The header of a datagram the gate refused as `denied` (so authentic), to answer it.
-    fn denied_request(&self, n: usize) -> Result<Accepted, Reject> {
-        let f = wire::parse(&self.buf[..n], wire::MAX_REQUEST)?;
-        let key = self.gate.keys().iter().position(|k| k.id == f.header.key_id).ok_or(Reject::UnknownKey)?;
-        Ok(Accepted { key, action: Action::decode(f.header.action, f.body)?, header: f.header })
+            Err(why) => why,
+        };
+        self.counters.rejected[refused.index()] += 1;
+        self.log_refusal(refused, from, now.mono_ms);
+        Received::Refused
     }
 
     fn log_refusal(&mut self, why: Reject, from: SocketAddr, now_ms: u64) {

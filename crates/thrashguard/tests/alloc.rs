@@ -16,22 +16,33 @@ fn fixture(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/proc/6.1.0-50-amd64").join(file)
 }
 
-#[test]
-fn a_thousand_iterations_allocate_nothing() {
-    let tmp = std::env::temp_dir().join(format!("tg-alloc-{}", std::process::id()));
-    let proc_root = tmp.join("proc");
-    let sys_root = tmp.join("sys");
-    std::fs::create_dir_all(proc_root.join("pressure")).unwrap();
+/// A fake machine under a temp dir: its proc root (with a v1 memory controller mount in
+/// self/mountinfo), its sys root, and the directory of a v1 cgroup `limited` (made later).
+fn fake_roots(name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let tmp = std::env::temp_dir().join(format!("tg-alloc-{name}-{}", std::process::id()));
+    let (proc_root, sys_root) = (tmp.join("proc"), tmp.join("sys"));
     std::fs::create_dir_all(proc_root.join("self")).unwrap();
-    for f in ["meminfo", "vmstat", "pressure/memory"] {
-        std::fs::copy(fixture(f), proc_root.join(f)).unwrap();
-    }
     std::fs::write(proc_root.join("self/mountinfo"), "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n").unwrap();
     let cg = sys_root.join("fs/cgroup/memory/limited");
-    std::fs::create_dir_all(&cg).unwrap();
+    (tmp, proc_root, sys_root, cg)
+}
+
+/// The files that make `cg` a v1 memory cgroup with a 512 MiB limit.
+fn limit_512_mib(cg: &Path) {
+    std::fs::create_dir_all(cg).unwrap();
     std::fs::write(cg.join("memory.limit_in_bytes"), "536870912\n").unwrap();
     std::fs::write(cg.join("memory.usage_in_bytes"), "1048576\n").unwrap();
     std::fs::write(cg.join("memory.stat"), "total_pgmajfault 5\ntotal_inactive_file 0\n").unwrap();
+}
+
+#[test]
+fn a_thousand_iterations_allocate_nothing() {
+    let (tmp, proc_root, sys_root, cg) = fake_roots("loop");
+    std::fs::create_dir_all(proc_root.join("pressure")).unwrap();
+    for f in ["meminfo", "vmstat", "pressure/memory"] {
+        std::fs::copy(fixture(f), proc_root.join(f)).unwrap();
+    }
+    limit_512_mib(&cg);
     std::fs::write(cg.join("cgroup.procs"), "").unwrap();
 
     let mut cfg = thrashguard_core::config::Config::default();
@@ -88,12 +99,7 @@ fn a_thousand_iterations_allocate_nothing() {
 /// allocating: the walk that runs when memory is shortest.
 #[test]
 fn listing_a_cgroups_members_allocates_nothing() {
-    let tmp = std::env::temp_dir().join(format!("tg-alloc-members-{}", std::process::id()));
-    let proc_root = tmp.join("proc");
-    let sys_root = tmp.join("sys");
-    std::fs::create_dir_all(proc_root.join("self")).unwrap();
-    std::fs::write(proc_root.join("self/mountinfo"), "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n").unwrap();
-    let cg = sys_root.join("fs/cgroup/memory/limited");
+    let (tmp, proc_root, sys_root, cg) = fake_roots("members");
     // a subtree 3 levels deep with many pids: more than one chunk of cgroup.procs
     let mut expected = Vec::new();
     let mut dir = cg.clone();
@@ -107,9 +113,7 @@ fn listing_a_cgroups_members_allocates_nothing() {
         dir = dir.join(format!("child{level}"));
         std::fs::create_dir_all(&dir).unwrap();
     }
-    std::fs::write(cg.join("memory.limit_in_bytes"), "536870912\n").unwrap();
-    std::fs::write(cg.join("memory.usage_in_bytes"), "1048576\n").unwrap();
-    std::fs::write(cg.join("memory.stat"), "total_pgmajfault 5\ntotal_inactive_file 0\n").unwrap();
+    limit_512_mib(&cg);
     let scopes = thrashguard::cgroups::discover(
         &proc_root,
         &sys_root,

@@ -128,8 +128,22 @@ impl Gate {
         &self.keys
     }
 
-    /// Check one datagram from `source` (an IPv6 or IPv4-mapped address).
+    /// Check one datagram from `source` (an IPv6 or IPv4-mapped address): authentic, fresh,
+    /// for this host, and allowed for its key.
     pub fn check(&mut self, datagram: &[u8], source: [u8; 16], now: Clock) -> Result<Accepted, Reject> {
+        let req = self.check_authentic(datagram, source, now)?;
+        if self.permits(&req) { Ok(req) } else { Err(Reject::Denied) }
+    }
+
+    /// Whether the request's key may ask for its action (the last step of [`Gate::check`]).
+    /// A request refused here is the only one worth an (authenticated) answer.
+    pub fn permits(&self, req: &Accepted) -> bool {
+        self.keys.get(req.key).is_some_and(|k| k.allow.permits(req.action))
+    }
+
+    /// Every step of [`Gate::check`] but the permission: the request is authentic, fresh
+    /// (its nonce now remembered) and for this host.
+    pub fn check_authentic(&mut self, datagram: &[u8], source: [u8; 16], now: Clock) -> Result<Accepted, Reject> {
         let frame = wire::parse(datagram, MAX_REQUEST)?;
         let h = frame.header;
         if h.kind != Kind::Request {
@@ -161,9 +175,6 @@ impl Gate {
             return Err(Reject::BeforeStart);
         }
         self.remember(h.nonce, h.timestamp_ms.saturating_add(self.cfg.window_ms), now.unix_ms)?;
-        if !self.keys[key].allow.permits(action) {
-            return Err(Reject::Denied);
-        }
         Ok(Accepted { key, action, header: h })
     }
 
