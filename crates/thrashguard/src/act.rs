@@ -172,6 +172,14 @@ pub fn wait_exit(pidfd: BorrowedFd<'_>, timeout: Duration) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
 }
 
+/// Run the kill path up to the signal on this very process (identify, pidfd_open, the
+/// start-time check), sending nothing: at start, so that under MCL_ONFAULT its code is
+/// resident before a rescue needs it. True when every step worked.
+pub fn rehearse(proc_dir: BorrowedFd<'_>) -> bool {
+    let me = Pid(std::process::id());
+    identify(proc_dir, me).is_some_and(|id| matches!(pidfd_for(proc_dir, id), Ok(Ok(_))))
+}
+
 /// The identity of a live pid now (for `thaw PID` and `kill PID` from the command line).
 pub fn identify(proc_dir: BorrowedFd<'_>, pid: Pid) -> Option<ProcId> {
     let mut buf = [0u8; 1024];
@@ -186,6 +194,11 @@ mod tests {
 
     fn proc_dir() -> OwnedFd {
         procdir::open_dir(Path::new("/proc")).expect("/proc")
+    }
+
+    #[test]
+    fn rehearsal_sends_nothing_and_works() {
+        assert!(rehearse(proc_dir().as_fd()));
     }
 
     #[test]

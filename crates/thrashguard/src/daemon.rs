@@ -267,11 +267,15 @@ impl Guard {
         }
     }
 
-    /// Run the rescue path's reading half once (scan and rank, no action), so that under
-    /// MCL_ONFAULT its code and buffers are resident before they are needed.
+    /// Run the rescue path once without acting (scan, rank, and the kill path up to the
+    /// signal on the guard itself), so that under MCL_ONFAULT its code and buffers are
+    /// resident before they are needed.
     pub fn warm_up(&mut self) {
         self.scanner.scan(None);
         let _ = self.scanner.pick(self.cfg.victim.rank_by);
+        if self.opts.proc_root == Path::new("/proc") {
+            let _ = act::rehearse(self.scanner.proc_dir().as_fd());
+        }
         self.scanned_at = Some(self.sampler.now());
     }
 
@@ -838,10 +842,42 @@ fn lock_memory(proc_root: &Path) -> Result<(), String> {
             ));
         }
     }
+    drop_startup_pages();
     use rustix::mm::MlockAllFlags as F;
     rustix::mm::mlockall(F::CURRENT | F::FUTURE | F::ONFAULT)
         .or_else(|e| if e == rustix::io::Errno::INVAL { rustix::mm::mlockall(F::CURRENT | F::FUTURE) } else { Err(e) })
         .map_err(|e| format!("mlockall: {e}"))
+}
+
+/// Drop every page of the program's read-only file mappings (code, constants) from this
+/// process's page tables just before mlockall, so the lock pins what the loop really runs
+/// (warm-up and the loop fault it back from the page cache) instead of start-up code
+/// (argument and config parsing) that happened to be resident. Only mappings that are not
+/// writable and hold no private (copy-on-write) page are touched: MADV_DONTNEED on them
+/// discards nothing, the next access reads the same bytes from the file. Relocated
+/// read-only data (RELRO) holds private pages and is left alone.
+pub(crate) fn drop_startup_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+        {
+            // A mapping's header: range, perms, offset, dev, inode, path.
+            let perms = fields.next().unwrap_or("");
+            let file_backed = fields.nth(3).is_some_and(|path| path.starts_with('/'));
+            candidate = (file_backed && perms.starts_with('r') && perms.ends_with('p') && !perms.contains('w')).then_some((start, end));
+        } else if first == "Anonymous:"
+            && let Some((start, end)) = candidate.take()
+            && fields.next() == Some("0")
+        {
+            // SAFETY: a whole private, never-written, file-backed mapping of this process
+            // with no private page: dropping its page-table entries loses no data.
+            let _ = unsafe { rustix::mm::madvise(start as *mut std::ffi::c_void, end - start, rustix::mm::Advice::LinuxDontNeed) };
+        }
+    }
 }
 
 /// Entry point of `thrashguard daemon`.
@@ -884,4 +920,40 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
         info!("lifeline: {} accepted; refused: {}", c.accepted, if refused.is_empty() { "none".into() } else { refused.join(", ") });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drop_startup_pages;
+    use std::io::Write;
+
+    /// Dropping the read-only file pages loses nothing: code still runs, constants read the
+    /// same, and a private file mapping whose pages were copy-on-written and then made
+    /// read-only (what the loader does to relocated data, RELRO) keeps the written bytes.
+    #[test]
+    fn dropping_startup_pages_loses_nothing() {
+        let path = std::env::temp_dir().join(format!("tg-drop-{}", std::process::id()));
+        std::fs::File::create(&path).unwrap().write_all(&[b'f'; 8192]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a fresh private mapping of our own 8 KiB file, used only through `bytes`
+        // while it lives and unmapped at the end.
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), 8192, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE, &file, 0) }
+            .unwrap();
+        // SAFETY: the mapping above, 8 KiB, readable and writable.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), 8192) };
+        bytes[0] = b'r'; // copy-on-write: a private page, like relocated data
+        // SAFETY: the same mapping, now read-only like RELRO after relocation.
+        unsafe { rustix::mm::mprotect(ptr, 8192, rustix::mm::MprotectFlags::READ) }.unwrap();
+        let before = format!("{:?}", (1..50).map(|i| i * i).collect::<Vec<u64>>());
+
+        drop_startup_pages();
+
+        assert_eq!(bytes[0], b'r', "a copy-on-written page must survive");
+        assert_eq!(bytes[4096], b'f');
+        assert_eq!(format!("{:?}", (1..50).map(|i| i * i).collect::<Vec<u64>>()), before);
+        // SAFETY: unmapping the mapping made above; `bytes` is not used after this.
+        unsafe { rustix::mm::munmap(ptr, 8192) }.unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -56,14 +56,35 @@ pub fn pid_path<'a>(out: &'a mut [u8; 64], pid: Pid, file: &str) -> &'a CStr {
 
 /// Read `/proc/<pid>/<file>` into `buf`; returns the bytes read.
 pub fn read_pid_file<'b>(proc_dir: BorrowedFd<'_>, pid: Pid, file: &str, buf: &'b mut [u8]) -> Result<&'b [u8], ReadError> {
+    let fd = open_pid_file(proc_dir, pid, file)?;
+    read_open(fd.as_fd(), buf)
+}
+
+/// Open `/proc/<pid>/<file>` for reading (now and, held, in later scans).
+pub fn open_pid_file(proc_dir: BorrowedFd<'_>, pid: Pid, file: &str) -> Result<OwnedFd, ReadError> {
     let mut path = [0u8; 64];
     let path = pid_path(&mut path, pid, file);
-    let fd = rustix::fs::openat(proc_dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).map_err(classify)?;
-    match crate::sample::pread_all(fd.as_fd(), buf) {
+    rustix::fs::openat(proc_dir, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty()).map_err(classify)
+}
+
+/// Read an open per-process file from its start into `buf`. On procfs the descriptor names
+/// the process it was opened for: once that process has exited the read fails (ESRCH:
+/// [`ReadError::Gone`]) or comes back empty, even when its pid was reused since.
+pub fn read_open<'b>(fd: BorrowedFd<'_>, buf: &'b mut [u8]) -> Result<&'b [u8], ReadError> {
+    match crate::sample::pread_all(fd, buf) {
         Ok(n) => Ok(&buf[..n]),
         Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => Err(ReadError::TooBig),
         Err(e) => Err(classify(Errno::from_io_error(&e).unwrap_or(Errno::IO))),
     }
+}
+
+/// `f_type` of procfs.
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// Whether `fd` is on procfs (and not a captured tree of plain files, whose held
+/// descriptors would keep reading a replaced file's old bytes).
+pub fn is_procfs(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstatfs(fd).is_ok_and(|fs| fs.f_type as u64 == PROC_SUPER_MAGIC)
 }
 
 /// Read a file that may be far larger than `buf` (numa_maps, cgroup.procs) in chunks of

@@ -104,7 +104,7 @@ pub enum Wakeup {
 const TRIGGERS: [&str; 2] = ["some 150000 1000000", "some 300000 2000000"];
 
 /// procfs and cgroup2 `f_type`s: the only file systems whose pressure files take triggers.
-const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+use crate::procdir::PROC_SUPER_MAGIC;
 const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 
 /// Register a PSI trigger on `pressure` (a /proc/pressure/memory or memory.pressure path).

@@ -3,8 +3,12 @@
 //! Owns walking /proc (getdents into a fixed buffer), reading each process's stat and
 //! status into [`Candidate`] records, remembering the previous scan for fault and growth
 //! deltas, and turning the pure ranking into a victim (reading oom_score_adj only for the
-//! few best). A vanished process is skipped, one bad pid never aborts a scan, and the
-//! record vectors never grow past the capacity given at start. It must never signal.
+//! few best). On procfs it keeps each process's stat file open from one scan to the next
+//! (a later scan is one pread per process instead of open + pread + close); a held
+//! descriptor names the process it was opened for, so an exited process or a reused pid
+//! can never be read through it. A vanished process is skipped, one bad pid never aborts a
+//! scan, and the record vectors never grow past the capacity given at start. It must never
+//! signal.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -100,15 +104,43 @@ pub struct Scanner {
     swap_known: Vec<bool>,
     prev: Vec<Prev>,
     order: Vec<u32>,
+    /// Stat files kept open since the last scan, sorted by pid (empty off procfs).
+    held: Vec<(Pid, Option<OwnedFd>)>,
+    /// The next scan's `held`, filled while scanning (the two swap; same capacity).
+    next_held: Vec<(Pid, Option<OwnedFd>)>,
     own: Pid,
     page_size: u64,
     prefs: Preferences,
+}
+
+/// Descriptors left to the rest of the guard when the scanner sizes its held stat files.
+const FD_RESERVE: u64 = 256;
+
+/// How many stat files the scanner may keep open: `capacity`, within RLIMIT_NOFILE (its
+/// soft limit raised to the hard one first, as a service that needs descriptors should),
+/// and none off procfs.
+fn held_budget(proc_dir: std::os::fd::BorrowedFd<'_>, capacity: usize) -> usize {
+    if !procdir::is_procfs(proc_dir) {
+        return 0;
+    }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    let want = capacity as u64 + FD_RESERVE;
+    if lim.current.is_some_and(|cur| cur < want) {
+        let raised = lim.maximum.map_or(want, |max| max.min(want));
+        if setrlimit(Resource::Nofile, Rlimit { current: Some(raised), maximum: lim.maximum }).is_ok() {
+            lim.current = Some(raised);
+        }
+    }
+    let room = lim.current.map_or(u64::MAX, |cur| cur.saturating_sub(FD_RESERVE));
+    (capacity as u64).min(room) as usize
 }
 
 impl Scanner {
     /// Reserve memory for `capacity` processes.
     pub fn new(proc_root: &Path, capacity: usize, own: Pid, prefs: Preferences) -> Result<Scanner> {
         let proc_dir = procdir::open_dir(proc_root).with_context(|| format!("cannot open {}", proc_root.display()))?;
+        let held = held_budget(proc_dir.as_fd(), capacity);
         Ok(Scanner {
             proc_dir,
             dents: vec![MaybeUninit::uninit(); 64 * 1024],
@@ -120,6 +152,8 @@ impl Scanner {
             swap_known: Vec::with_capacity(capacity),
             prev: Vec::with_capacity(capacity),
             order: Vec::with_capacity(capacity),
+            held: Vec::with_capacity(held),
+            next_held: Vec::with_capacity(held),
             own,
             page_size: rustix::param::page_size() as u64,
             prefs,
@@ -156,19 +190,35 @@ impl Scanner {
             return stats;
         }
         // Phase 1: stat of every process (identity, state, RSS, major faults).
+        self.next_held.clear();
         let mut dir = rustix::fs::RawDir::new(self.proc_dir.as_fd(), &mut self.dents);
         while let Some(entry) = dir.next() {
             let Ok(entry) = entry else { break };
             let Some(pid) = pid::parse_pid_name(entry.file_name().to_bytes()) else { continue };
             stats.listed += 1;
-            if members.is_some_and(|m| m.binary_search(&pid.0).is_err()) {
-                continue;
-            }
-            if self.cands.len() == self.cands.capacity() {
+            let held = match self.held.binary_search_by_key(&pid, |h| h.0) {
+                Ok(i) => self.held[i].1.take(),
+                Err(_) => None,
+            };
+            let skip = if members.is_some_and(|m| m.binary_search(&pid.0).is_err()) {
+                true
+            } else if self.cands.len() == self.cands.capacity() {
                 stats.over_capacity += 1;
+                true
+            } else {
+                false
+            };
+            if skip {
+                // Not read this time: its open stat file stays for the next scan.
+                if let Some(fd) = held
+                    && self.next_held.len() < self.next_held.capacity()
+                {
+                    self.next_held.push((pid, Some(fd)));
+                }
                 continue;
             }
-            match read_stat(self.proc_dir.as_fd(), pid, &mut self.buf, self.page_size) {
+            let read = stat_held(self.proc_dir.as_fd(), pid, held, &mut self.buf, self.page_size, &mut self.next_held);
+            match read {
                 Ok((mut c, majflt)) => {
                     let prev = prev_of(&self.prev, c.id);
                     // Deltas only against the same process: a reused pid starts afresh.
@@ -186,10 +236,21 @@ impl Scanner {
                 Err(_) => stats.unreadable += 1,
             }
         }
+        // Stat files of processes that were not listed again (exited) close here.
+        self.held.clear();
+        if !self.next_held.is_sorted_by_key(|h| h.0) {
+            self.next_held.sort_unstable_by_key(|h| h.0);
+        }
+        std::mem::swap(&mut self.held, &mut self.next_held);
         if swap_in_use {
             self.read_swap_of_the_best(&mut stats);
         }
         stats
+    }
+
+    /// Stat files held open for the next scan.
+    pub fn held_open(&self) -> usize {
+        self.held.len()
     }
 
     /// Phase 2: status (VmSwap) of the best [`DETAIL_TOP`] candidates by their stat figures.
@@ -292,10 +353,42 @@ impl Scanner {
     }
 }
 
-/// Read one process's stat into a candidate (footprint = RSS), with its absolute
-/// major-fault count.
-fn read_stat(proc_dir: std::os::fd::BorrowedFd<'_>, pid: Pid, buf: &mut [u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
-    let stat = procdir::read_pid_file(proc_dir, pid, "stat", buf)?;
+/// Read one process's stat through the descriptor the last scan held for it, or a fresh one
+/// when there is none or it names an exited process (the pid may have been reused: the new
+/// process is opened anew, never read through the old descriptor). The descriptor is kept
+/// in `keep` while it has room.
+fn stat_held(
+    proc_dir: std::os::fd::BorrowedFd<'_>,
+    pid: Pid,
+    held: Option<OwnedFd>,
+    buf: &mut [u8],
+    page_size: u64,
+    keep: &mut Vec<(Pid, Option<OwnedFd>)>,
+) -> Result<(Candidate, u64), ReadError> {
+    if let Some(fd) = held {
+        match procdir::read_open(fd.as_fd(), buf) {
+            Ok(text) if !text.is_empty() => {
+                let len = text.len();
+                if keep.len() < keep.capacity() {
+                    keep.push((pid, Some(fd)));
+                }
+                return parse_stat(&buf[..len], page_size);
+            }
+            // Exited since the last scan; the pid listed now may be a new process.
+            Ok(_) | Err(ReadError::Gone) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let fd = procdir::open_pid_file(proc_dir, pid, "stat")?;
+    let len = procdir::read_open(fd.as_fd(), buf)?.len();
+    if keep.len() < keep.capacity() {
+        keep.push((pid, Some(fd)));
+    }
+    parse_stat(&buf[..len], page_size)
+}
+
+/// One process's stat as a candidate (footprint = RSS), with its absolute major-fault count.
+fn parse_stat(stat: &[u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
     let stat = pid::parse_stat(stat).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
     let c = Candidate {
         id: ProcId { pid: stat.pid, start_time: stat.start_time },

@@ -186,3 +186,56 @@ fn swap_is_read_only_for_the_best_candidates() {
     let v = s.pick(RankBy::Footprint).expect("victim");
     assert_eq!((v.id.pid, v.footprint.0), (Pid(2000), 1000 * 1024));
 }
+
+#[test]
+fn a_captured_tree_holds_no_descriptor() {
+    let t = tree("noheld");
+    proc_entry(&t.0, 60, "p", 'S', 0, 0, 1, 0, 0);
+    let mut s = scanner(&t.0, Preferences::default());
+    s.scan(None);
+    assert_eq!(s.held_open(), 0, "plain files could be replaced under a held descriptor");
+}
+
+/// On the real /proc a scan keeps every stat file open for the next one; a child that
+/// exits between two scans is gone from the second (its held descriptor reads nothing
+/// more, whatever process gets its pid) and its descriptor is closed.
+#[test]
+fn held_stat_files_follow_their_process() {
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = Pid(child.id());
+    let mut s = Scanner::new(Path::new("/proc"), 65_536, Pid(std::process::id()), Preferences::default()).unwrap();
+    s.scan(None);
+    let listed = |s: &Scanner| s.candidates().iter().any(|c| c.id.pid == pid);
+    assert!(listed(&s));
+    let held = s.held_open();
+    assert!(held >= s.candidates().len().saturating_sub(4), "held {held} of {}", s.candidates().len());
+    s.scan(None);
+    assert!(listed(&s), "read again through its held descriptor");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.scan(None);
+    assert!(!listed(&s), "an exited child is not a candidate");
+    let fd_dir = std::fs::read_dir("/proc/self/fd").unwrap();
+    let stat_of_child =
+        fd_dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).any(|l| l == Path::new(&format!("/proc/{}/stat", pid.0)));
+    assert!(!stat_of_child, "the exited child's stat file is closed");
+}
+
+/// What makes holding safe: a stat file opened for a process reads nothing once that
+/// process is gone, so a pid reused later is never read through it.
+#[test]
+fn a_held_stat_file_of_an_exited_process_reads_nothing() {
+    use std::os::fd::AsFd;
+    use thrashguard::procdir::{self, ReadError};
+    let proc_dir = procdir::open_dir(Path::new("/proc")).unwrap();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let fd = procdir::open_pid_file(proc_dir.as_fd(), Pid(child.id()), "stat").unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(!procdir::read_open(fd.as_fd(), &mut buf).unwrap().is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match procdir::read_open(fd.as_fd(), &mut buf) {
+        Ok(text) => assert!(text.is_empty(), "read {:?}", String::from_utf8_lossy(text)),
+        Err(e) => assert_eq!(e, ReadError::Gone),
+    }
+}
