@@ -2,8 +2,8 @@
 //!
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
-//! configuration (`config`), the pressure trace format (`trace`) and the lifeline protocol
-//! (`lifeline`: wire format, keys, the daemon's checks).
+//! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
+//! (`lifeline`: wire format, keys, the daemon's checks) and `doctor`'s findings.
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod doctor;
 pub mod lifeline;
 pub mod parse;
 pub mod policy;

@@ -169,3 +169,30 @@ proptest! {
         }
     }
 }
+
+/// /proc/net files of the 6.18 host, captured with a UDP socket bound to 0.0.0.0:7411 and
+/// [::1]:7411 and a TCP listener on 127.0.0.1 (backlog 511, which /proc/net/tcp does not show).
+#[test]
+fn net_files_of_6_18() {
+    use thrashguard_core::parse::{netstat, sockets};
+    let k = "6.18.44-host";
+    assert_eq!(netstat::counter("net/netstat", &read(k, "net/netstat"), "TcpExt", "PFMemallocDrop"), Ok(Some(0)));
+    assert!(netstat::counter("net/netstat", &read(k, "net/netstat"), "TcpExt", "ListenOverflows").unwrap().is_some());
+    assert!(netstat::counter("net/snmp", &read(k, "net/snmp"), "Udp", "RcvbufErrors").unwrap().is_some());
+    let udp: Vec<_> = sockets::entries("net/udp", &read(k, "net/udp")).collect::<Result<_, _>>().unwrap();
+    assert_eq!(udp.len(), 1);
+    assert_eq!((udp[0].local_port, udp[0].state, udp[0].drops, udp[0].any_address()), (7411, sockets::UDP_UNCONNECTED, Some(0), true));
+    let udp6: Vec<_> = sockets::entries("net/udp6", &read(k, "net/udp6")).collect::<Result<_, _>>().unwrap();
+    assert_eq!((udp6[0].local_port, udp6[0].v6, udp6[0].any_address()), (7411, true, false));
+    assert_eq!(udp6[0].local_addr[12..16], [1, 0, 0, 0], "::1 in the kernel's word order");
+    let tcp: Vec<_> = sockets::entries("net/tcp", &read(k, "net/tcp")).collect::<Result<_, _>>().unwrap();
+    assert!(tcp.iter().all(|s| s.state == sockets::TCP_LISTEN && s.drops.is_none() && s.tx_queue == 0));
+    assert!(sockets::entries("net/tcp6", &read(k, "net/tcp6")).all(|r| r.is_ok()));
+    // every truncation parses or errs, never panics
+    for file in ["net/udp", "net/udp6", "net/tcp"] {
+        let full = read(k, file);
+        for cut in 0..full.len() {
+            let _ = sockets::entries("net/udp", &full[..cut]).count();
+        }
+    }
+}

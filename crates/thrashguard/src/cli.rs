@@ -14,6 +14,18 @@ use thrashguard_core::units::Pid;
 
 use crate::logging::LogFormat;
 
+/// `thrashguard lifeline ...`.
+#[derive(Debug, Subcommand)]
+pub enum LifelineCommand {
+    /// Would a lifeline request be heard now? Keys, the running guard (memory locked, OOM-proof),
+    /// its socket, and the kernel's reserve for incoming packets (exit codes as doctor's)
+    SelfTest {
+        /// One JSON document (schema in docs/doctor.md)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Exit codes (documented in the man page and README).
 pub mod exit {
     /// Success.
@@ -92,6 +104,16 @@ pub enum Command {
     CheckConfig,
     /// Print the default configuration as TOML
     DefaultConfig,
+    /// Check the machine's memory set-up and say what is wrong and the fix
+    /// (exit 0 nothing above info, 1 warnings, 2 critical, 3 doctor failed)
+    Doctor {
+        /// One JSON document (schema in docs/doctor.md)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lifeline tools
+    #[command(subcommand)]
+    Lifeline(LifelineCommand),
     /// Resume a process frozen by the `freeze` action
     Thaw {
         /// Process id
@@ -207,6 +229,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::DefaultConfig => {
             print!("{}", Config::default_toml());
             Ok(())
+        }
+        Command::Doctor { json } => return crate::doctor::run(&cli.proc_root, &cfg, crate::doctor::Scope::All, json),
+        Command::Lifeline(LifelineCommand::SelfTest { json }) => {
+            return crate::doctor::run(&cli.proc_root, &cfg, crate::doctor::Scope::Lifeline, json);
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
         Command::Keygen { out, name, hmac } => {

@@ -10,6 +10,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod lifeline;
 pub mod logging;
 pub mod numa;

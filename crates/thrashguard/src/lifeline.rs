@@ -65,6 +65,56 @@ fn guard_secret(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// The lifeline's keys as the daemon would load them.
+#[derive(Debug)]
+pub struct LoadedKeys {
+    /// Authorized client keys.
+    pub authorized: Vec<keys::AuthorizedKey>,
+    /// The host key that signs replies (when Ed25519 keys are authorized).
+    pub host_key: Option<SecretKey>,
+    /// Owner of the authorized-keys file.
+    pub owner_uid: u32,
+}
+
+/// Load and check the key files exactly as the daemon does at start: `Ok(None)` when no
+/// key is authorized (the lifeline stays off), a [`SetupError`] when the daemon would
+/// refuse to start (loose permissions, a missing or unusable host key, a bad line).
+pub fn load_keys(cfg: &LifelineConfig) -> Result<Option<LoadedKeys>> {
+    let path = Path::new(&cfg.authorized_keys);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let (text, mode) = read_guarded(path)?;
+    let authorized = keys::parse_authorized(&text).map_err(|e| setup_err(format!("{}: {e}", path.display())))?;
+    if authorized.is_empty() {
+        return Ok(None);
+    }
+    if authorized.iter().any(|k| k.key.scheme() == Scheme::HmacSha256) {
+        guard_secret(path, mode)?;
+    }
+    let host_key = if authorized.iter().any(|k| k.key.scheme() == Scheme::Ed25519) {
+        let hk = Path::new(&cfg.host_key);
+        if !hk.exists() {
+            bail!(setup_err(format!(
+                "Ed25519 keys are authorized but the host key {} that signs replies is missing (thrashguard keygen --out {} --name host)",
+                hk.display(),
+                hk.parent().unwrap_or(Path::new(".")).display()
+            )));
+        }
+        let (text, mode) = read_guarded(hk)?;
+        guard_secret(hk, mode)?;
+        let (key, _) = SecretKey::parse(&text).map_err(|e| setup_err(format!("{}: {e}", hk.display())))?;
+        if key.scheme() != Scheme::Ed25519 {
+            bail!(setup_err(format!("{}: the host key must be an Ed25519 key", hk.display())));
+        }
+        Some(key)
+    } else {
+        None
+    };
+    let owner_uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata(path)?);
+    Ok(Some(LoadedKeys { authorized, host_key, owner_uid }))
+}
+
 /// Counts of what the lifeline saw (for logs now, metrics later).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LifelineCounters {
@@ -111,37 +161,7 @@ impl Server {
     /// Open the lifeline as configured; `Ok(None)` when no key is authorized (it stays
     /// off), an error (exit 78) when a key file is unusable or loose.
     pub fn open(cfg: &LifelineConfig) -> Result<Option<Server>> {
-        let path = Path::new(&cfg.authorized_keys);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let (text, mode) = read_guarded(path)?;
-        let authorized = keys::parse_authorized(&text).map_err(|e| setup_err(format!("{}: {e}", path.display())))?;
-        if authorized.is_empty() {
-            return Ok(None);
-        }
-        if authorized.iter().any(|k| k.key.scheme() == Scheme::HmacSha256) {
-            guard_secret(path, mode)?;
-        }
-        let host_key = if authorized.iter().any(|k| k.key.scheme() == Scheme::Ed25519) {
-            let hk = Path::new(&cfg.host_key);
-            if !hk.exists() {
-                bail!(setup_err(format!(
-                    "Ed25519 keys are authorized but the host key {} that signs replies is missing (thrashguard keygen --out {} --name host)",
-                    hk.display(),
-                    hk.parent().unwrap_or(Path::new(".")).display()
-                )));
-            }
-            let (text, mode) = read_guarded(hk)?;
-            guard_secret(hk, mode)?;
-            let (key, _) = SecretKey::parse(&text).map_err(|e| setup_err(format!("{}: {e}", hk.display())))?;
-            if key.scheme() != Scheme::Ed25519 {
-                bail!(setup_err(format!("{}: the host key must be an Ed25519 key", hk.display())));
-            }
-            Some(key)
-        } else {
-            None
-        };
+        let Some(LoadedKeys { authorized, host_key, .. }) = load_keys(cfg)? else { return Ok(None) };
         let host_name = if cfg.host_id.is_empty() { hostname() } else { cfg.host_id.clone() };
         let socket = UdpSocket::bind(&cfg.listen).with_context(|| format!("lifeline: cannot listen on {}", cfg.listen))?;
         socket.set_nonblocking(true)?;

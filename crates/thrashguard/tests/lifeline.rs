@@ -334,3 +334,22 @@ fn a_flood_of_garbage_changes_nothing() {
     let mut f = std::fs::File::create(s.dir.join("done")).unwrap();
     f.write_all(b"ok").unwrap();
 }
+
+/// `lifeline self-test` against a live daemon: its socket is found on the configured port,
+/// the keys load, and a guard started without self-protection is called out as not locked
+/// in memory (critical, exit 2): what an operator must fix before relying on the lifeline.
+#[test]
+fn self_test_sees_the_live_daemon() {
+    let s = setup("selftest", "");
+    let d = Daemon::start(&s.config);
+    let o = tg(&["--config", s.config.to_str().unwrap(), "lifeline", "self-test", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let clear: Vec<&str> = v["clear"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert!(clear.contains(&"lifeline-socket"), "{v:#}");
+    let socket = v["clear"].as_array().unwrap().iter().find(|c| c["id"] == "lifeline-socket").unwrap();
+    assert!(socket.to_string().contains(&format!("127.0.0.1:{}", s.port)), "{socket}");
+    let daemon = v["findings"].as_array().unwrap().iter().find(|f| f["id"] == "lifeline-daemon").expect("an unlocked daemon is a finding");
+    assert_eq!(daemon["severity"], "critical", "{daemon:#}");
+    assert_eq!(o.status.code(), Some(2));
+    d.stop();
+}

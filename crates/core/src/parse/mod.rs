@@ -9,9 +9,11 @@
 pub mod cgroup;
 pub mod meminfo;
 pub mod mountinfo;
+pub mod netstat;
 pub mod numa_maps;
 pub mod pid;
 pub mod psi;
+pub mod sockets;
 pub mod vmstat;
 
 pub use meminfo::Meminfo;

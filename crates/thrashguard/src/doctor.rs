@@ -1,0 +1,149 @@
+//! `thrashguard doctor` and `thrashguard lifeline self-test`: read the facts the rules of
+//! [`thrashguard_core::doctor`] need, run them, print the report.
+//!
+//! Owns reading (under `--proc-root`; key files where the configuration names them),
+//! finding running guard daemons, and printing text (colour only on a terminal, never with
+//! NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
+//! an error for the whole run. It must never change anything on the machine.
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use thrashguard_core::config::Config;
+use thrashguard_core::doctor::lifeline::{self as rules_lifeline, DaemonFacts, KeysState, LifelineFacts};
+use thrashguard_core::doctor::reserve::{self, ReserveFacts};
+use thrashguard_core::doctor::{EXIT_FAILED, Fact, Report};
+use thrashguard_core::parse::{self, netstat, sockets};
+
+/// Which rules to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every rule.
+    All,
+    /// What decides whether a lifeline request would be heard.
+    Lifeline,
+}
+
+fn read(proc_root: &Path, rel: &str) -> Fact<String> {
+    let path = proc_root.join(rel);
+    fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn reserve_facts(proc_root: &Path) -> ReserveFacts {
+    let min_free_kbytes = read(proc_root, "sys/vm/min_free_kbytes")
+        .and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("sys/vm/min_free_kbytes: not a number: {:?}", t.trim())));
+    let mem_total_kib = read(proc_root, "meminfo")
+        .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()));
+    let pfmemalloc_drop = read(proc_root, "net/netstat")
+        .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
+    ReserveFacts { min_free_kbytes, mem_total_kib, pfmemalloc_drop }
+}
+
+/// Running `thrashguard daemon` processes other than this one, with their locked memory and
+/// oom_score_adj.
+fn daemons(proc_root: &Path) -> Fact<Vec<DaemonFacts>> {
+    let dir = fs::read_dir(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let mut listed = 0;
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        listed += 1;
+        if pid == me || fs::read_to_string(entry.path().join("comm")).map(|c| c.trim() != "thrashguard").unwrap_or(true) {
+            continue;
+        }
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !cmdline.split(|&b| b == 0).any(|arg| arg == b"daemon") {
+            continue;
+        }
+        let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let vm_lck_kib =
+            status.lines().find_map(|l| l.strip_prefix("VmLck:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+        let oom_score_adj = fs::read_to_string(entry.path().join("oom_score_adj")).ok().and_then(|v| v.trim().parse().ok());
+        found.push(DaemonFacts { pid, vm_lck_kib, oom_score_adj });
+    }
+    if listed == 0 {
+        // Every real /proc lists at least its pid 1: this is no process table.
+        return Err(format!("{}: no process directories", proc_root.display()));
+    }
+    found.sort_by_key(|d| d.pid);
+    Ok(found)
+}
+
+fn udp_sockets(proc_root: &Path, port: u16) -> Fact<Vec<sockets::SocketLine>> {
+    let mut out = Vec::new();
+    let mut readable = 0;
+    let mut why = String::new();
+    for file in ["net/udp", "net/udp6"] {
+        match read(proc_root, file) {
+            Ok(text) => {
+                readable += 1;
+                for entry in sockets::entries(file, text.as_bytes()) {
+                    let s = entry.map_err(|e| e.to_string())?;
+                    if s.local_port == port {
+                        out.push(s);
+                    }
+                }
+            }
+            Err(e) => why = e,
+        }
+    }
+    if readable == 0 { Err(why) } else { Ok(out) }
+}
+
+fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
+    let keys = match crate::lifeline::load_keys(&cfg.lifeline) {
+        Ok(None) => Ok(KeysState::Off),
+        Ok(Some(k)) => Ok(KeysState::Usable { keys: k.authorized.len(), owner_uid: k.owner_uid }),
+        Err(e) if e.downcast_ref::<crate::lifeline::SetupError>().is_some() => Ok(KeysState::Refused(format!("{e:#}"))),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let port = cfg.lifeline.listen.parse::<SocketAddr>().map_or(0, |a| a.port());
+    LifelineFacts {
+        authorized_path: cfg.lifeline.authorized_keys.clone(),
+        keys,
+        listen: cfg.lifeline.listen.clone(),
+        port,
+        daemons: daemons(proc_root),
+        sockets: udp_sockets(proc_root, port),
+    }
+}
+
+/// Run the rules of `scope` over what `proc_root` says.
+pub fn report(proc_root: &Path, cfg: &Config, scope: Scope) -> Report {
+    let mut r = Report::default();
+    let lf = lifeline_facts(proc_root, cfg);
+    if scope == Scope::All {
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
+    }
+    r.push("lifeline-keys", rules_lifeline::keys(&lf));
+    r.push("lifeline-daemon", rules_lifeline::daemon(&lf));
+    r.push("lifeline-socket", rules_lifeline::socket(&lf));
+    if scope == Scope::Lifeline {
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
+    }
+    r
+}
+
+/// Print the report; returns the exit status (0 / 1 / 2, or 3 when printing failed).
+pub fn run(proc_root: &Path, cfg: &Config, scope: Scope, json: bool) -> i32 {
+    let title = match scope {
+        Scope::All => "thrashguard doctor",
+        Scope::Lifeline => "thrashguard lifeline self-test",
+    };
+    let r = report(proc_root, cfg, scope);
+    let stdout = std::io::stdout();
+    let color = !json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let text = if json { format!("{}\n", r.to_json(title)) } else { r.render_text(title, color) };
+    let mut lock = stdout.lock();
+    match lock.write_all(text.as_bytes()).and_then(|()| lock.flush()) {
+        Ok(()) => r.exit_code(),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => r.exit_code(),
+        Err(e) => {
+            eprintln!("thrashguard: error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
