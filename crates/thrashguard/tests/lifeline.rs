@@ -353,3 +353,37 @@ fn self_test_sees_the_live_daemon() {
     assert_eq!(o.status.code(), Some(2));
     d.stop();
 }
+
+/// The lifeline on IPv6: a daemon listening on [::1] answers a client that names it so.
+#[test]
+fn status_over_ipv6() {
+    let s = setup("v6", "");
+    let port = UdpSocket::bind("[::1]:0").map(|u| u.local_addr().unwrap().port());
+    let Ok(port) = port else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(&format!("127.0.0.1:{}", s.port), &format!("[::1]:{port}"));
+    std::fs::write(&s.config, text).unwrap();
+    let d = Daemon::start(&s.config);
+    let addr = format!("[::1]:{port}");
+    let key = s.dir.join("ops.key");
+    let host_pub = s.dir.join("host.pub");
+    let o = tg(&[
+        "send",
+        &addr,
+        "status",
+        "--key",
+        key.to_str().unwrap(),
+        "--host-pub",
+        host_pub.to_str().unwrap(),
+        "--host-id",
+        HOST,
+        "--json",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["reply"]["ok"], true, "{v}");
+    d.stop();
+}
