@@ -230,9 +230,9 @@ pub fn run(cli: Cli) -> i32 {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Doctor { json } => return crate::doctor::run(&cli.proc_root, &cfg, crate::doctor::Scope::All, json),
+        Command::Doctor { json } => return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::All, json),
         Command::Lifeline(LifelineCommand::SelfTest { json }) => {
-            return crate::doctor::run(&cli.proc_root, &cfg, crate::doctor::Scope::Lifeline, json);
+            return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::Lifeline, json);
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
         Command::Keygen { out, name, hmac } => {

@@ -1,7 +1,8 @@
 //! `thrashguard doctor` and `thrashguard lifeline self-test`: read the facts the rules of
 //! [`thrashguard_core::doctor`] need, run them, print the report.
 //!
-//! Owns reading (under `--proc-root`; key files where the configuration names them),
+//! Owns reading (under `--proc-root` and `--sys-root`; key files where the configuration
+//! names them),
 //! finding running guard daemons, and printing text (colour only on a terminal, never with
 //! NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
 //! an error for the whole run. It must never change anything on the machine.
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use thrashguard_core::config::Config;
 use thrashguard_core::doctor::lifeline::{self as rules_lifeline, DaemonFacts, KeysState, LifelineFacts};
+use thrashguard_core::doctor::numa::{self, ZoneReclaimFacts};
 use thrashguard_core::doctor::reserve::{self, ReserveFacts};
 use thrashguard_core::doctor::{EXIT_FAILED, Fact, Report};
 use thrashguard_core::parse::{self, netstat, sockets};
@@ -39,6 +41,27 @@ fn reserve_facts(proc_root: &Path) -> ReserveFacts {
     let pfmemalloc_drop = read(proc_root, "net/netstat")
         .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
     ReserveFacts { min_free_kbytes, mem_total_kib, pfmemalloc_drop }
+}
+
+/// A counter of /proc/vmstat by name.
+fn vmstat_counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn zone_reclaim_facts(proc_root: &Path, sys_root: &Path) -> ZoneReclaimFacts {
+    let mode = read(proc_root, "sys/vm/zone_reclaim_mode")
+        .and_then(|t| t.trim().parse::<u32>().map_err(|_| format!("sys/vm/zone_reclaim_mode: not a number: {:?}", t.trim())));
+    let nodes_file = sys_root.join("devices/system/node/has_memory");
+    let memory_nodes = fs::read_to_string(&nodes_file)
+        .map_err(|e| format!("{}: {e}", nodes_file.display()))
+        .and_then(|t| numa::count_node_list(&t).ok_or_else(|| format!("{}: not a node list: {:?}", nodes_file.display(), t.trim())));
+    let vmstat = read(proc_root, "vmstat").unwrap_or_default();
+    ZoneReclaimFacts {
+        mode,
+        memory_nodes,
+        zone_reclaim_failed: vmstat_counter(&vmstat, "zone_reclaim_failed"),
+        zone_reclaim_success: vmstat_counter(&vmstat, "zone_reclaim_success"),
+    }
 }
 
 /// Running `thrashguard daemon` processes other than this one, with their locked memory and
@@ -111,11 +134,12 @@ fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
     }
 }
 
-/// Run the rules of `scope` over what `proc_root` says.
-pub fn report(proc_root: &Path, cfg: &Config, scope: Scope) -> Report {
+/// Run the rules of `scope` over what `proc_root` and `sys_root` say.
+pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope) -> Report {
     let mut r = Report::default();
     let lf = lifeline_facts(proc_root, cfg);
     if scope == Scope::All {
+        r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root)));
         r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
     }
     r.push("lifeline-keys", rules_lifeline::keys(&lf));
@@ -128,12 +152,12 @@ pub fn report(proc_root: &Path, cfg: &Config, scope: Scope) -> Report {
 }
 
 /// Print the report; returns the exit status (0 / 1 / 2, or 3 when printing failed).
-pub fn run(proc_root: &Path, cfg: &Config, scope: Scope, json: bool) -> i32 {
+pub fn run(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, json: bool) -> i32 {
     let title = match scope {
         Scope::All => "thrashguard doctor",
         Scope::Lifeline => "thrashguard lifeline self-test",
     };
-    let r = report(proc_root, cfg, scope);
+    let r = report(proc_root, sys_root, cfg, scope);
     let stdout = std::io::stdout();
     let color = !json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let text = if json { format!("{}\n", r.to_json(title)) } else { r.render_text(title, color) };

@@ -8,6 +8,7 @@
 //! that lacks one says "not checked" and names it. It must never read a file itself.
 
 pub mod lifeline;
+pub mod numa;
 pub mod reserve;
 
 use serde::Serialize;
