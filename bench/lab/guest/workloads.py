@@ -57,8 +57,37 @@ def filled(size, block):
 
 # ----------------------------------------------------------------------------- scenarios
 
-def spike_once():
-    """One process: allocate 90 % of RAM as fast as it can, touch it, exit (frees it)."""
+LABSPIKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labspike")
+
+
+def spike(args=("--madvise",), n=3, gap=10.0):
+    """The benign spike: three times, a C program (labspike.c) maps 90 % of RAM, asks for
+    transparent huge pages (MADV_HUGEPAGE), writes one byte in every 4 KiB page once, and
+    exits (which frees it); the next one starts 10 s after the previous one has exited.
+    run-scenario declares the swap disk solid-state for it (THP swapped out whole)."""
+    for i in range(n):
+        start = time.monotonic()
+        mark(f"spike {i + 1} start", args=" ".join(args))
+        rc = subprocess.call([LABSPIKE, *args])  # prints its own mark line (secs, AnonHugePages)
+        mark(f"spike {i + 1} exited", rc=rc, secs=round(time.monotonic() - start, 3))
+        if i < n - 1:
+            time.sleep(gap)
+
+
+def spikespeed():
+    """Calibration, not a scenario: one 90 % spike per labspike variant, 10 s apart."""
+    variants = [[], ["--populate"], ["--madvise"], ["--nohuge"]]
+    for i, args in enumerate(variants):
+        start = time.monotonic()
+        mark("variant start", args=" ".join(args) or "(touch)")
+        rc = subprocess.call([LABSPIKE, *args])
+        mark("variant exited", rc=rc, secs=round(time.monotonic() - start, 3))
+        if i < len(variants) - 1:
+            time.sleep(10.0)
+
+
+def spike_slow_once():
+    """One process: allocate 90 % of RAM as fast as CPython can, touch it, exit (frees it)."""
     n = int(mem_total() * 0.90)
     t = time.monotonic()
     buf = bytearray(n)  # CPython zero-fills it: every page is written once, which is the touch
@@ -67,14 +96,15 @@ def spike_once():
     # exiting frees it
 
 
-def spike():
-    """Three spikes to 90 % of RAM, each its own process that exits; the next one starts
-    10 s after the previous one has exited (each lasts longer than 10 s under TCG)."""
+def spike_slow():
+    """The first spike (kept as a record): three Python bytearrays of 90 % of RAM, each its
+    own process that exits; the next one starts 10 s after the previous one has exited. NOT
+    the benign case under TCG: each takes 13-19 s and holds ~50 % full stall for 8-15 s."""
     me = os.path.abspath(__file__)
     for i in range(3):
         start = time.monotonic()
         mark(f"spike {i + 1} start")
-        rc = subprocess.call([sys.executable, me, "spike-once"])
+        rc = subprocess.call([sys.executable, me, "spike-slow-once"])
         mark(f"spike {i + 1} exited", rc=rc, secs=round(time.monotonic() - start, 3))
         if i < 2:
             time.sleep(10.0)
@@ -261,8 +291,10 @@ def memspeed():
 
 SCENARIOS = {
     "memspeed": memspeed,
+    "spikespeed": spikespeed,
     "spike": spike,
-    "spike-once": spike_once,
+    "spike-slow": spike_slow,
+    "spike-slow-once": spike_slow_once,
     "compile": compile_like,
     "benign-big-75pct": lambda: benign_big(0.75),
     "hog-zram": hog,
