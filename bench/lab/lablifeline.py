@@ -20,6 +20,7 @@ import bisect
 import gzip
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -32,7 +33,9 @@ EVERY_S = 0.5
 TIMEOUT_MS = 2000
 RESCUE_AFTER_S = 10.0
 ONSET_PCT = 30.0
-FALLBACK_RESCUE_S = 40.0  # after the workload started, if no reply ever showed the onset
+FALLBACK_RESCUE_S = 40.0
+# the daemon's log line for an accepted request: "lifeline: status from 10.0.2.2:PORT (key ...): ..."
+SERVED = re.compile(r"^lifeline: (status|rescue|kill|freeze|thaw|sysrq) from ")  # after the workload started, if no reply ever showed the onset
 
 CONFIG = """# bench/lab lifeline run: the policy does not act by itself (the guest keeps thrashing
 # until the operator's rescue arrives through the lifeline)
@@ -204,7 +207,7 @@ def analyze(out, name, client, settings, labmetrics):
             except ValueError:
                 continue
             msg = d.get("msg", "")
-            if msg.startswith("lifeline: ") and " from " in msg and "ts_unix_ms" in d:
+            if SERVED.match(msg) and "ts_unix_ms" in d:
                 served.append((d["ts_unix_ms"] / 1000.0, msg))
     # Host wall clock -> guest wall clock. The client sends one request at a time from the
     # moment the daemon listens, so while the guest is quiet the k-th answered request is the
