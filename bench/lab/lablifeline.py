@@ -20,6 +20,7 @@ import bisect
 import gzip
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -32,7 +33,9 @@ EVERY_S = 0.5
 TIMEOUT_MS = 2000
 RESCUE_AFTER_S = 10.0
 ONSET_PCT = 30.0
-FALLBACK_RESCUE_S = 40.0  # after the workload started, if no reply ever showed the onset
+FALLBACK_RESCUE_S = 40.0
+# the daemon's log line for an accepted request: "lifeline: status from 10.0.2.2:PORT (key ...): ..."
+SERVED = re.compile(r"^lifeline: (status|rescue|kill|freeze|thaw|sysrq) from ")  # after the workload started, if no reply ever showed the onset
 
 CONFIG = """# bench/lab lifeline run: the policy does not act by itself (the guest keeps thrashing
 # until the operator's rescue arrives through the lifeline)
@@ -190,6 +193,19 @@ def _trace_full(trace):
     return ts, share
 
 
+def reanalyze(out, name, labmetrics):
+    """Recompute NAME.lifeline.json from the requests it keeps (`lablifeline.py DIR NAME`)."""
+    doc = json.load(open(os.path.join(out, f"{name}.lifeline.json")))
+    sm = doc["summary"]
+
+    class Kept:
+        requests = [{k: v for k, v in r.items() if k not in ("t_trace", "trace_full_1s_pct", "served_guest_unix")}
+                    for r in doc["requests"]]
+        rescue = next((r for r in requests if r["action"] == "rescue"), None)
+        notes = sm.get("notes", [])
+    return analyze(out, name, Kept, {"host_port": sm.get("host_port")}, labmetrics)
+
+
 def analyze(out, name, client, settings, labmetrics):
     """NAME.lifeline.json: every request on the trace's clock, with the trace's PSI, and the numbers."""
     res = json.load(open(os.path.join(out, f"{name}.result.json")))
@@ -204,7 +220,7 @@ def analyze(out, name, client, settings, labmetrics):
             except ValueError:
                 continue
             msg = d.get("msg", "")
-            if msg.startswith("lifeline: ") and " from " in msg and "ts_unix_ms" in d:
+            if SERVED.match(msg) and "ts_unix_ms" in d:
                 served.append((d["ts_unix_ms"] / 1000.0, msg))
     # Host wall clock -> guest wall clock. The client sends one request at a time from the
     # moment the daemon listens, so while the guest is quiet the k-th answered request is the
@@ -229,7 +245,12 @@ def analyze(out, name, client, settings, labmetrics):
         i = bisect.bisect_left(ts, t)
         if 0 <= i < len(ts):
             r["trace_full_1s_pct"] = share[i]
-    status = [r for r in reqs if r["action"] == "status"]
+    # Requests sent after the recorder stopped met a guest that was powering off: not counted.
+    end = res.get("recorder_stopped")
+    status = [r for r in reqs if r["action"] == "status" and not (end is not None and r.get("t_trace") is not None
+                                                                  and r["t_trace"] > end)]
+    late = sum(1 for r in reqs if r["action"] == "status") - len(status)
+    before = [r for r in status if ws is not None and r.get("t_trace") is not None and r["t_trace"] < ws]
     during = [r for r in status if ws is not None and r.get("t_trace") is not None and r["t_trace"] >= ws]
     lat = [r["latency_ms"] for r in status if r["answered"]]
 
@@ -248,7 +269,9 @@ def analyze(out, name, client, settings, labmetrics):
                "offset_spread_ms": round(1000 * (max(offsets) - min(offsets)), 1) if offsets else None,
                "daemon_served": len(served), "t0_unix_guest": t0_unix, "workload_start": ws,
                "workload_end": res.get("workload_end"), "notes": client.notes,
-               "status_all": stats(status), "status_during_workload": stats(during),
+               "recorder_stopped": end, "status_after_recorder_stopped_not_counted": late,
+               "status_all": stats(status), "status_before_workload": stats(before),
+               "status_during_workload": stats(during),
                "latency_note": "latency = the whole `thrashguard send` process on the host (spawn, keys, one "
                                "datagram each way through qemu's user-mode network, verify), not the bare RTT"}
     if lat:
@@ -292,3 +315,10 @@ def analyze(out, name, client, settings, labmetrics):
         json.dump(doc, f, indent=1)
         f.write("\n")
     return summary
+
+
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import labmetrics
+    print(json.dumps(reanalyze(sys.argv[1], sys.argv[2], labmetrics), indent=1))
