@@ -2,8 +2,9 @@
 //!
 //! Owns the race-free kill path: `pidfd_open`, re-read the start time through the same
 //! /proc directory to prove the pidfd names the process that was ranked (a reused pid is
-//! never signalled), `pidfd_send_signal`, then `process_mrelease` so the victim's memory
-//! comes back before it finishes exiting. Also freeze (SIGSTOP) and thaw (SIGCONT). It
+//! never signalled), `pidfd_send_signal`; then, as a separate step the caller takes once it
+//! has answered whoever asked ([`release`]), `process_mrelease` so the victim's memory comes
+//! back before it finishes exiting. Also freeze (SIGSTOP) and thaw (SIGCONT). It
 //! forks nothing, execs nothing and allocates nothing. It must never choose a victim.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,8 +25,9 @@ pub enum Acted {
     Signalled {
         /// The victim's pidfd.
         pidfd: OwnedFd,
-        /// Whether process_mrelease reaped its memory early.
-        mreleased: bool,
+        /// Whether it was killed (SIGKILL or cgroup.kill), so [`release`] may reap its
+        /// memory; false for SIGSTOP/SIGCONT and for a victim that exited on SIGTERM.
+        killed: bool,
     },
     /// The process exited before it could be signalled: nothing done.
     Gone,
@@ -83,7 +85,8 @@ fn send(pidfd: &OwnedFd, sig: Signal) -> Result<bool, ActError> {
 }
 
 /// Kill `id`: SIGTERM and up to `grace` for it to exit first when `grace` is non-zero,
-/// then SIGKILL and process_mrelease.
+/// then SIGKILL. Call [`release`] on the pidfd next (after any reply that waits on this
+/// one: reaping a large address space takes hundreds of milliseconds).
 pub fn kill(proc_dir: BorrowedFd<'_>, id: ProcId, grace: Duration) -> Result<Acted, ActError> {
     let pidfd = match pidfd_for(proc_dir, id)? {
         Ok(fd) => fd,
@@ -94,14 +97,13 @@ pub fn kill(proc_dir: BorrowedFd<'_>, id: ProcId, grace: Duration) -> Result<Act
             return Ok(Acted::Gone);
         }
         if wait_exit(pidfd.as_fd(), grace) {
-            return Ok(Acted::Signalled { pidfd, mreleased: false });
+            return Ok(Acted::Signalled { pidfd, killed: false });
         }
     }
     if !send(&pidfd, Signal::KILL)? {
         return Ok(Acted::Gone);
     }
-    let mreleased = process_mrelease(pidfd.as_fd());
-    Ok(Acted::Signalled { pidfd, mreleased })
+    Ok(Acted::Signalled { pidfd, killed: true })
 }
 
 /// Stop `id` with SIGSTOP (resume with [`thaw`]).
@@ -119,7 +121,7 @@ fn signal_checked(proc_dir: BorrowedFd<'_>, id: ProcId, sig: Signal) -> Result<A
         Ok(fd) => fd,
         Err(outcome) => return Ok(outcome),
     };
-    if send(&pidfd, sig)? { Ok(Acted::Signalled { pidfd, mreleased: false }) } else { Ok(Acted::Gone) }
+    if send(&pidfd, sig)? { Ok(Acted::Signalled { pidfd, killed: false }) } else { Ok(Acted::Gone) }
 }
 
 /// Kill the whole cgroup v2 `dir` that holds `id` (cgroup.kill, Linux 5.14+), after proving
@@ -139,8 +141,7 @@ fn write_cgroup(proc_dir: BorrowedFd<'_>, id: ProcId, dir: &Path, file: &str, on
         Err(outcome) => return Ok(outcome),
     };
     std::fs::write(dir.join(file), if on { "1" } else { "0" }).map_err(|e| ActError::Cgroup { file: dir.join(file), error: e })?;
-    let mreleased = file == "cgroup.kill" && process_mrelease(pidfd.as_fd());
-    Ok(Acted::Signalled { pidfd, mreleased })
+    Ok(Acted::Signalled { pidfd, killed: file == "cgroup.kill" })
 }
 
 /// The cgroup v2 directory of a process: `0::/path` of /proc/PID/cgroup under `v2_mount`.
@@ -156,8 +157,10 @@ pub fn cgroup_v2_dir(proc_root: &Path, pid: Pid, v2_mount: &Path) -> Option<Path
     dir.join("cgroup.procs").exists().then_some(dir)
 }
 
-/// Reap a killed process's memory now (Linux 5.15+). False where unsupported.
-fn process_mrelease(pidfd: BorrowedFd<'_>) -> bool {
+/// Reap a killed process's memory now (process_mrelease, Linux 5.15+) instead of waiting
+/// for its exit to do it: returns when the memory is back. False where unsupported or when
+/// the process has already exited.
+pub fn release(pidfd: BorrowedFd<'_>) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: process_mrelease(2) takes a pidfd and flags (must be 0); it reads no user
     // memory. An invalid or unsupported call returns -1 with errno, which we ignore.

@@ -111,6 +111,8 @@ struct InFlight {
     /// When the sample that triggered the decision was taken.
     decided_at: Micros,
     deadline: Micros,
+    /// Killed, and its memory not yet reaped with process_mrelease.
+    unreleased: bool,
 }
 
 /// Counters for logs and, later, metrics.
@@ -163,6 +165,8 @@ pub struct Guard {
     mem_total: Kib,
     wakeup: Wakeup,
     in_flight: Option<InFlight>,
+    /// A process a lifeline `kill` request killed, its memory not yet reaped.
+    killed_unreleased: Option<OwnedFd>,
     next: Micros,
     /// What happened so far.
     pub counters: Counters,
@@ -208,6 +212,7 @@ impl Guard {
             mem_total: Kib::ZERO,
             wakeup,
             in_flight: None,
+            killed_unreleased: None,
             next: Micros::ZERO,
             counters: Counters::default(),
             last_decision: None,
@@ -324,6 +329,8 @@ impl Guard {
                     let (len, result) = self.lifeline_act(req.action, &server.host_name, &mut body);
                     server.send_reply(&req, from, &body[..len]);
                     lifeline::log_request(&server, &req, from, result);
+                    // The reply is out: now reap what the request killed.
+                    self.release_killed();
                     self.reply_body = body;
                 }
             }
@@ -353,6 +360,7 @@ impl Guard {
                 let (outcome, repeat) = match recent {
                     Some((_, outcome)) => (outcome, true),
                     None => {
+                        self.counters.decisions += 1;
                         let swap_in_use = self.swap_in_use;
                         let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
                         let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
@@ -387,8 +395,11 @@ impl Guard {
                         let dir = self.scanner.proc_dir().as_fd();
                         let r = if kill { act::kill(dir, id, Duration::ZERO) } else { act::freeze(dir, id) };
                         let what = match r {
-                            Ok(Acted::Signalled { .. }) => {
+                            Ok(Acted::Signalled { pidfd, killed }) => {
                                 self.counters.actions += 1;
+                                if killed {
+                                    self.killed_unreleased = Some(pidfd);
+                                }
                                 if kill { "killed" } else { "frozen" }
                             }
                             Ok(Acted::Gone) => "gone",
@@ -570,6 +581,7 @@ impl Guard {
                 self.policy_mut(scope).rescue_failed(snap.at);
             } else {
                 let _ = self.rescue(rescue, scope, swap_in_use);
+                self.release_killed();
             }
         } else if !calm && self.in_flight.is_none() && self.scanned_at.is_none_or(|t| snap.at.saturating_sub(t) >= PRESCAN) {
             // Pressure is building: scan now so the decision's scan has deltas to weigh.
@@ -608,6 +620,23 @@ impl Guard {
         // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
         // signal) just ends the wait early.
         let _ = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) };
+    }
+
+    /// Reap the memory of what was just killed (process_mrelease), once whoever asked has
+    /// been answered: it returns only when the address space is torn down.
+    fn release_killed(&mut self) {
+        if let Some(pidfd) = self.killed_unreleased.take()
+            && act::release(pidfd.as_fd())
+        {
+            info!("process_mrelease reaped the memory of the process the lifeline killed");
+        }
+        if let Some(f) = self.in_flight.as_mut().filter(|f| f.unreleased) {
+            f.unreleased = false;
+            let t0 = Instant::now();
+            if act::release(f.pidfd.as_fd()) {
+                info!("process_mrelease reaped {}'s memory in {:.0} ms", f.victim.id.pid, t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
     }
 
     /// Notice the victim's exit (or give up waiting) and re-arm the policy.
@@ -699,17 +728,14 @@ impl Guard {
                 self.policy_mut(scope).rescue_finished(now);
                 Some((victim, "dry run: nothing done"))
             }
-            Some(Ok(Acted::Signalled { pidfd, mreleased })) => {
+            Some(Ok(Acted::Signalled { pidfd, killed })) => {
                 self.counters.actions += 1;
                 if action == Action::Freeze {
                     info!("froze {} ({}); resume with `thrashguard thaw {}`", victim.id.pid, victim.comm, victim.id.pid);
                     self.policy_mut(scope).rescue_finished(now);
                 } else {
-                    if mreleased {
-                        info!("process_mrelease reaped {}'s memory", victim.id.pid);
-                    }
                     let deadline = Micros(now.0 + self.cfg.policy.release_wait_ms * 1000);
-                    self.in_flight = Some(InFlight { pidfd, victim, scope, decided_at: rescue.evidence.at, deadline });
+                    self.in_flight = Some(InFlight { pidfd, victim, scope, decided_at: rescue.evidence.at, deadline, unreleased: killed });
                 }
                 Some((victim, if action == Action::Freeze { "frozen" } else { "killed" }))
             }
@@ -766,7 +792,7 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
         "dry_run": verb == "would",
         "reason": rescue.reason.as_str(),
         "full_stall_pct": e.full * 100.0,
-        "full_stall_mean_pct": e.full_mean * 100.0,
+        "full_stall_mean_pct": e.full_mean.map(|m| m * 100.0),
         "episode_ms": e.episode.as_millis(),
         "available_kib": e.available.0,
         "headroom_kib": e.headroom.0,

@@ -283,7 +283,17 @@ fn rescue_and_kill_act_on_the_right_process() {
     let (ok, out) = send(&s, "shared", &["kill", "1"], &[]);
     assert!(!ok && out.contains("refused"), "{out}");
     let log = d.stop();
-    assert!(log.iter().any(|l| l.contains("lifeline: rescue from")), "{log:#?}");
+    let at = |what: &str| log.iter().position(|l| l.contains(what));
+    let asked = at("lifeline: rescue from").expect("the request logged");
+    // the reply went out before the victim's memory was reaped (process_mrelease blocks
+    // until the address space is gone: the operator must not wait for it)
+    if let Some(reaped) = at("process_mrelease reaped") {
+        assert!(asked < reaped, "{log:#?}");
+    }
+    // an operator's rescue is a decision; the retry is not a second one; kill is an action
+    assert!(at("1 decisions, 2 actions").is_some(), "{log:#?}");
+    let decision = &log[at("did kill").expect("decision line")];
+    assert!(decision.contains("lifeline:") && !decision.contains("over 0.0 s"), "{decision}");
     for mut k in kids {
         let _ = k.kill();
         let _ = k.wait();

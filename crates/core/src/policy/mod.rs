@@ -136,8 +136,9 @@ pub struct Evidence {
     pub full: f64,
     /// Some stall over the trailing second (0..=1).
     pub some: f64,
-    /// Mean full stall over the window that decided (0..=1), when one was evaluated.
-    pub full_mean: f64,
+    /// Mean full stall over the window that decided (0..=1); `None` when no window was
+    /// evaluated (calm, too short an episode, no PSI, or an operator's lifeline request).
+    pub full_mean: Option<f64>,
     /// How long the current episode has lasted.
     pub episode: Micros,
     /// Available memory.
@@ -180,8 +181,12 @@ impl std::fmt::Display for Rescue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let e = &self.evidence;
         write!(f, "{}:", self.reason.as_str())?;
-        if e.psi {
-            write!(f, " full stall {:.0}% over {:.1} s ({:.0}% last 1 s),", e.full_mean * 100.0, e.episode.as_secs_f64(), e.full * 100.0)?;
+        match (e.psi, e.full_mean) {
+            (true, Some(mean)) => {
+                write!(f, " full stall {:.0}% over {:.1} s ({:.0}% last 1 s),", mean * 100.0, e.episode.as_secs_f64(), e.full * 100.0)?
+            }
+            (true, None) => write!(f, " full stall {:.0}% last 1 s,", e.full * 100.0)?,
+            (false, _) => {}
         }
         write!(
             f,
@@ -286,7 +291,7 @@ impl Policy {
             psi: s.stall.is_some(),
             full: r1.full,
             some: r1.some,
-            full_mean: 0.0,
+            full_mean: None,
             episode: Micros::ZERO,
             available: s.available,
             total: s.total,
@@ -373,7 +378,7 @@ impl Policy {
             return None;
         }
         let mean = self.window.rates(current, sustain, sustain)?;
-        ev.full_mean = mean.full;
+        ev.full_mean = Some(mean.full);
         (short && mean.full * 100.0 >= cfg.full_stall_pct).then_some(corroboration.unwrap_or(Reason::SustainedStall))
     }
 
