@@ -110,6 +110,10 @@ pub enum Command {
         /// One JSON document (schema in docs/doctor.md)
         #[arg(long)]
         json: bool,
+        /// Seconds between the two readings of the kernel's counters that rates come from
+        /// (0: one reading, judge by totals since boot)
+        #[arg(long, value_name = "S", default_value_t = 5.0)]
+        window: f64,
     },
     /// Lifeline tools
     #[command(subcommand)]
@@ -230,9 +234,22 @@ pub fn run(cli: Cli) -> i32 {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Doctor { json } => return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::All, json),
+        Command::Doctor { json, window } => {
+            let Ok(window) = std::time::Duration::try_from_secs_f64(window) else {
+                eprintln!("thrashguard: error: --window {window}: not a number of seconds");
+                return thrashguard_core::doctor::EXIT_FAILED;
+            };
+            return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::All, json, window);
+        }
         Command::Lifeline(LifelineCommand::SelfTest { json }) => {
-            return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::Lifeline, json);
+            return crate::doctor::run(
+                &cli.proc_root,
+                &cli.sys_root,
+                &cfg,
+                crate::doctor::Scope::Lifeline,
+                json,
+                std::time::Duration::ZERO,
+            );
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
         Command::Keygen { out, name, hmac } => {

@@ -16,6 +16,7 @@ use thrashguard_core::config::Config;
 use thrashguard_core::doctor::lifeline::{self as rules_lifeline, DaemonFacts, KeysState, LifelineFacts};
 use thrashguard_core::doctor::numa::{self, ZoneReclaimFacts};
 use thrashguard_core::doctor::reserve::{self, ReserveFacts};
+use thrashguard_core::doctor::window::{Counters, Sampled, Window};
 use thrashguard_core::doctor::{EXIT_FAILED, Fact, Report};
 use thrashguard_core::parse::{self, netstat, sockets};
 
@@ -41,6 +42,67 @@ fn reserve_facts(proc_root: &Path) -> ReserveFacts {
     let pfmemalloc_drop = read(proc_root, "net/netstat")
         .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
     ReserveFacts { min_free_kbytes, mem_total_kib, pfmemalloc_drop }
+}
+
+/// One reading of each counter family. `later`: read `FILE.later` where a captured tree
+/// has one (its second reading), else `FILE`.
+fn read_counters(proc_root: &Path, later: bool) -> [Fact<Counters>; 3] {
+    let text = |rel: &str| -> Fact<String> {
+        let staged = proc_root.join(format!("{rel}.later"));
+        if later && staged.exists() {
+            return fs::read_to_string(&staged).map_err(|e| format!("{}: {e}", staged.display()));
+        }
+        read(proc_root, rel)
+    };
+    let vmstat = text("vmstat").and_then(|t| {
+        let mut c = Counters::default();
+        c.add_vmstat("vmstat", t.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(c)
+    });
+    let net = (|| {
+        let mut c = Counters::default();
+        c.add_netstat("net/netstat", text("net/netstat")?.as_bytes()).map_err(|e| e.to_string())?;
+        // snmp adds Udp/Tcp/Ip counters; a kernel without it still has netstat's.
+        if let Ok(t) = text("net/snmp") {
+            c.add_netstat("net/snmp", t.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        Ok(c)
+    })();
+    let pressure = (|| {
+        let mut c = Counters::default();
+        let mut why = String::new();
+        for (resource, rel) in [("memory", "pressure/memory"), ("io", "pressure/io"), ("cpu", "pressure/cpu")] {
+            match text(rel) {
+                Ok(t) => c.add_pressure(resource, "pressure", t.as_bytes()).map_err(|e| format!("{rel}: {e}"))?,
+                Err(e) => why = e,
+            }
+        }
+        if c.is_empty() { Err(why) } else { Ok(c) }
+    })();
+    [vmstat, net, pressure]
+}
+
+/// Read the counter families twice, `window` apart: on a live /proc by waiting; on a
+/// captured tree at once (its `FILE.later` files are the second reading, `window` the time
+/// they stand for). A zero window reads once.
+pub fn sample(proc_root: &Path, window: std::time::Duration) -> Sampled {
+    let first = read_counters(proc_root, false);
+    if window.is_zero() {
+        let [vmstat, net, pressure] = first.map(|f| f.map(Window::single));
+        return Sampled { vmstat, net, pressure };
+    }
+    let live = fs::File::open(proc_root).is_ok_and(|d| crate::procdir::is_procfs(std::os::fd::AsFd::as_fd(&d)));
+    let seconds = if live {
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(window);
+        t0.elapsed().as_secs_f64()
+    } else {
+        window.as_secs_f64()
+    };
+    let last = read_counters(proc_root, true);
+    let pair = |a: Fact<Counters>, b: Fact<Counters>| Ok(Window { first: a?, last: b?, seconds });
+    let ([v1, n1, p1], [v2, n2, p2]) = (first, last);
+    Sampled { vmstat: pair(v1, v2), net: pair(n1, n2), pressure: pair(p1, p2) }
 }
 
 /// A counter of /proc/vmstat by name.
@@ -134,9 +196,11 @@ fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
     }
 }
 
-/// Run the rules of `scope` over what `proc_root` and `sys_root` say.
-pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope) -> Report {
+/// Run the rules of `scope` over what `proc_root` and `sys_root` say, with counters
+/// sampled over `window`.
+pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, window: std::time::Duration) -> Report {
     let mut r = Report::default();
+    let _sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
     let lf = lifeline_facts(proc_root, cfg);
     if scope == Scope::All {
         r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root)));
@@ -152,12 +216,12 @@ pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope) -> 
 }
 
 /// Print the report; returns the exit status (0 / 1 / 2, or 3 when printing failed).
-pub fn run(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, json: bool) -> i32 {
+pub fn run(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, json: bool, window: std::time::Duration) -> i32 {
     let title = match scope {
         Scope::All => "thrashguard doctor",
         Scope::Lifeline => "thrashguard lifeline self-test",
     };
-    let r = report(proc_root, sys_root, cfg, scope);
+    let r = report(proc_root, sys_root, cfg, scope, window);
     let stdout = std::io::stdout();
     let color = !json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let text = if json { format!("{}\n", r.to_json(title)) } else { r.render_text(title, color) };

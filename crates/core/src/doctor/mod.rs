@@ -10,6 +10,7 @@
 pub mod lifeline;
 pub mod numa;
 pub mod reserve;
+pub mod window;
 
 use serde::Serialize;
 
