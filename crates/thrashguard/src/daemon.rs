@@ -321,6 +321,7 @@ impl Guard {
     pub fn serve_lifeline(&mut self) {
         let Some(mut server) = self.lifeline.take() else { return };
         for _ in 0..LIFELINE_BATCH {
+            let t0 = Instant::now();
             match server.receive() {
                 lifeline::Received::Nothing => break,
                 lifeline::Received::Refused => {}
@@ -328,7 +329,7 @@ impl Guard {
                     let mut body = std::mem::take(&mut self.reply_body);
                     let (len, result) = self.lifeline_act(req.action, &server.host_name, &mut body);
                     server.send_reply(&req, from, &body[..len]);
-                    lifeline::log_request(&server, &req, from, result);
+                    lifeline::log_request(&server, &req, from, result, t0.elapsed());
                     // The reply is out: now reap what the request killed.
                     self.release_killed();
                     self.reply_body = body;

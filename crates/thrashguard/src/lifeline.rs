@@ -461,6 +461,12 @@ pub fn send(key: &SecretKey, targets: &[Target], action: Action, timeout: Durati
 }
 
 /// Log one acted-on request.
-pub fn log_request(server: &Server, req: &Accepted, from: SocketAddr, result: &str) {
-    info!("lifeline: {} from {from} (key {:?}): {result}", req.action.name(), server.key_name(req));
+/// `served`: from the datagram's receipt to its reply sent (verify, act, sign, send).
+pub fn log_request(server: &Server, req: &Accepted, from: SocketAddr, result: &str, served: Duration) {
+    info!(
+        "lifeline: {} from {from} (key {:?}): {result}; answered in {:.1} ms",
+        req.action.name(),
+        server.key_name(req),
+        served.as_secs_f64() * 1000.0
+    );
 }
