@@ -24,6 +24,36 @@ pub struct Config {
     pub cgroups: CgroupConfig,
     /// `[lifeline]`: the authenticated rescue datagram (off until a key is authorized).
     pub lifeline: LifelineConfig,
+    /// `[metrics]`: the Prometheus endpoint (off unless an address is given).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP address for `GET /metrics` (Prometheus text format): `ADDRESS:PORT`, or a port
+    /// alone for loopback (`127.0.0.1:PORT`); empty = off.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to listen on: `None` when off, an error for anything else than a port
+    /// or `ADDRESS:PORT`.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let l = self.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(port) = l.parse::<u16>() {
+            return Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        l.parse().map(Some).map_err(|_| ConfigError::Range {
+            key: "metrics.listen",
+            value: format!("{:?}", self.listen),
+            rule: "must be PORT or ADDRESS:PORT (empty: off)",
+        })
+    }
 }
 
 /// What a rescue does to the victim.
@@ -196,6 +226,7 @@ impl Config {
         range("guard.sigterm_grace_ms", g.sigterm_grace_ms, 0, 60_000, "must be within 0..=60000")?;
         range("guard.max_processes", g.max_processes, 64, 4_194_304, "must be within 64..=4194304")?;
         range("cgroups.max_scopes", self.cgroups.max_scopes, 0, 4096, "must be within 0..=4096")?;
+        self.metrics.address()?;
         let l = &self.lifeline;
         if l.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Range { key: "lifeline.listen", value: format!("{:?}", l.listen), rule: "must be ADDRESS:PORT" });

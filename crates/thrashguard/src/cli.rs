@@ -76,6 +76,10 @@ pub enum Command {
         /// Stop after this many seconds
         #[arg(long, value_name = "S", hide = true)]
         duration: Option<f64>,
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a port alone: loopback);
+        /// overrides `metrics.listen`
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_listen: Option<String>,
     },
     /// Record a pressure trace (JSON lines; .gz compresses)
     Record {
@@ -196,7 +200,12 @@ pub fn run(cli: Cli) -> i32 {
         },
     };
     let result = match cli.command {
-        Command::Daemon { dry_run, no_self_protect, duration } => seconds(duration).and_then(|duration| {
+        Command::Daemon { dry_run, no_self_protect, duration, metrics_listen } => seconds(duration).and_then(|duration| {
+            let mut cfg = cfg;
+            if let Some(listen) = metrics_listen {
+                cfg.metrics.listen = listen;
+                cfg.metrics.address()?;
+            }
             crate::daemon::main(
                 cfg,
                 crate::daemon::Options {

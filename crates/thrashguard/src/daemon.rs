@@ -25,10 +25,11 @@ use thrashguard_core::units::{Kib, Micros, Pid, ProcId};
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
 use crate::lifeline;
+use crate::metrics::Metrics;
 use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};
-use crate::scan::{Preferences, Scanner};
+use crate::scan::{Preferences, ScanStats, Scanner};
 
 /// How often calm scopes are re-discovered (new cgroups, removed ones).
 const REDISCOVER: Micros = Micros::from_secs(60);
@@ -66,8 +67,8 @@ pub enum ScopeRef {
 struct TickSummary {
     /// The soonest next sample any scope asks for.
     next: Micros,
-    /// Every scope calm.
-    calm: bool,
+    /// Scopes not calm.
+    not_calm: usize,
     /// The first rescue decided, and its scope.
     pending: Option<(Rescue, ScopeRef)>,
 }
@@ -78,7 +79,7 @@ impl TickSummary {
     fn fold(&mut self, policy: &mut Policy, sample: &ScopeSample, scope: ScopeRef) -> Step {
         let st = policy.step(sample);
         self.next = self.next.min(st.next_sample);
-        self.calm &= st.phase == Phase::Calm;
+        self.not_calm += usize::from(st.phase != Phase::Calm);
         if let Some(r) = st.rescue {
             if self.pending.is_none() {
                 self.pending = Some((r, scope));
@@ -167,6 +168,8 @@ pub struct Guard {
     in_flight: Option<InFlight>,
     /// A process a lifeline `kill` request killed, its memory not yet reaped.
     killed_unreleased: Option<OwnedFd>,
+    /// Prometheus handles, when `metrics.listen` is set.
+    metrics: Option<Metrics>,
     next: Micros,
     /// What happened so far.
     pub counters: Counters,
@@ -213,6 +216,7 @@ impl Guard {
             wakeup,
             in_flight: None,
             killed_unreleased: None,
+            metrics: None,
             next: Micros::ZERO,
             counters: Counters::default(),
             last_decision: None,
@@ -220,6 +224,9 @@ impl Guard {
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
+        if guard.cfg.metrics.address()?.is_some() {
+            guard.metrics = Some(Metrics::new());
+        }
         if let Wakeup::Trigger { .. } = guard.wakeup {
             guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
         }
@@ -336,6 +343,9 @@ impl Guard {
                 }
             }
         }
+        if let Some(m) = &mut self.metrics {
+            m.lifeline(&server.counters);
+        }
         self.lifeline = Some(server);
     }
 
@@ -362,6 +372,9 @@ impl Guard {
                     Some((_, outcome)) => (outcome, true),
                     None => {
                         self.counters.decisions += 1;
+                        if let Some(m) = &self.metrics {
+                            m.decision(Reason::Lifeline);
+                        }
                         let swap_in_use = self.swap_in_use;
                         let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
                         let outcome = self.rescue(Rescue { reason: Reason::Lifeline, evidence }, ScopeRef::System, swap_in_use);
@@ -398,6 +411,9 @@ impl Guard {
                         let what = match r {
                             Ok(Acted::Signalled { pidfd, killed }) => {
                                 self.counters.actions += 1;
+                                if let Some(m) = &self.metrics {
+                                    m.action(if kill { Action::Kill } else { Action::Freeze }, Reason::Lifeline);
+                                }
                                 if killed {
                                     self.killed_unreleased = Some(pidfd);
                                 }
@@ -472,16 +488,12 @@ impl Guard {
     /// footprint (from a fresh scan), the last action.
     fn write_status(&mut self, w: &mut BodyWriter<'_>, host: &str) -> std::fmt::Result {
         use std::fmt::Write;
-        self.scanner.scan_with(None, self.swap_in_use);
+        self.timed_scan(self.swap_in_use);
         self.scanned_at = Some(self.sampler.now());
         let (e, phase) = self.last_system.unwrap_or((Evidence::default(), Phase::Calm));
         w.write_str("{\"ok\":true,\"action\":\"status\",\"host\":")?;
         w.json_str(host)?;
-        let phase = match phase {
-            Phase::Calm => "calm",
-            Phase::Pressure => "pressure",
-            Phase::Recovering => "recovering",
-        };
+        let phase = phase.as_str();
         write!(
             w,
             ",\"phase\":\"{phase}\",\"psi\":{},\"full_stall_pct\":{:.1},\"some_stall_pct\":{:.1},\"available_kib\":{},\"total_kib\":{},\"headroom_kib\":{},\"swap_total_kib\":{},\"decisions\":{},\"actions\":{},\"top\":[",
@@ -545,6 +557,9 @@ impl Guard {
             Ok(s) => s,
             Err(e) => {
                 self.counters.bad_samples += 1;
+                if let Some(m) = &self.metrics {
+                    m.bad_sample();
+                }
                 if !self.last_sample_error {
                     error!("cannot sample: {e}; retrying every {} ms", self.cfg.policy.min_interval_ms);
                 }
@@ -557,7 +572,7 @@ impl Guard {
         self.mem_total = snap.mem.mem_total;
         let swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
         self.swap_in_use = swap_in_use;
-        let mut tick = TickSummary { next: Micros(u64::MAX), calm: true, pending: None };
+        let mut tick = TickSummary { next: Micros(u64::MAX), not_calm: 0, pending: None };
         let system = tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
         self.last_system = Some((system.evidence, system.phase));
         let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
@@ -571,13 +586,20 @@ impl Guard {
                 let _ = tick.fold(&mut node.policy, &sample, ScopeRef::Node(i));
             }
         }
-        let TickSummary { next, calm, pending } = tick;
+        let TickSummary { next, not_calm, pending } = tick;
+        let calm = not_calm == 0;
+        if let Some(m) = &self.metrics {
+            m.tick(&system.evidence, system.phase, not_calm);
+        }
         self.next = next;
         if !calm {
             self.counters.pressure_ticks += 1;
         }
         if let Some((rescue, scope)) = pending {
             self.counters.decisions += 1;
+            if let Some(m) = &self.metrics {
+                m.decision(rescue.reason);
+            }
             if self.in_flight.is_some() {
                 self.policy_mut(scope).rescue_failed(snap.at);
             } else {
@@ -586,7 +608,7 @@ impl Guard {
             }
         } else if !calm && self.in_flight.is_none() && self.scanned_at.is_none_or(|t| snap.at.saturating_sub(t) >= PRESCAN) {
             // Pressure is building: scan now so the decision's scan has deltas to weigh.
-            self.scanner.scan_with(None, swap_in_use);
+            self.timed_scan(swap_in_use);
             self.scanned_at = Some(snap.at);
         } else if calm && self.in_flight.is_none() && snap.at.saturating_sub(self.discovered_at) >= REDISCOVER {
             self.discover();
@@ -621,6 +643,16 @@ impl Guard {
         // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
         // signal) just ends the wait early.
         let _ = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) };
+    }
+
+    /// Scan every process of /proc, timing it for the metrics.
+    fn timed_scan(&mut self, swap_in_use: bool) -> ScanStats {
+        let t = Instant::now();
+        let stats = self.scanner.scan_with(None, swap_in_use);
+        if let Some(m) = &self.metrics {
+            m.scan(t.elapsed());
+        }
+        stats
     }
 
     /// Reap the memory of what was just killed (process_mrelease), once whoever asked has
@@ -676,7 +708,17 @@ impl Guard {
             }
             _ => None,
         };
-        let stats = self.scanner.scan_with(members, swap_in_use);
+        let stats = match members {
+            Some(m) => {
+                let t = Instant::now();
+                let stats = self.scanner.scan_with(Some(m), swap_in_use);
+                if let Some(metrics) = &self.metrics {
+                    metrics.scan(t.elapsed());
+                }
+                stats
+            }
+            None => self.timed_scan(swap_in_use),
+        };
         self.scanned_at = Some(self.sampler.now());
         if let ScopeRef::Node(i) = scope
             && let Some(n) = self.nodes.get(i)
@@ -731,6 +773,9 @@ impl Guard {
             }
             Some(Ok(Acted::Signalled { pidfd, killed })) => {
                 self.counters.actions += 1;
+                if let Some(m) = &self.metrics {
+                    m.action(action, rescue.reason);
+                }
                 if action == Action::Freeze {
                     info!("froze {} ({}); resume with `thrashguard thaw {}`", victim.id.pid, victim.comm, victim.id.pid);
                     self.policy_mut(scope).rescue_finished(now);
@@ -915,6 +960,10 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     }
     // Reserve everything first, then lock it.
     let mut guard = Guard::new(cfg, opts)?;
+    if let (Some(addr), Some(m)) = (guard.cfg.metrics.address()?, &guard.metrics) {
+        let bound = crate::metrics::serve(addr, m.clone())?;
+        info!("metrics on http://{bound}/metrics");
+    }
     let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg) };
     guard.warm_up();
     let dry = if guard.opts.dry_run || guard.cfg.guard.dry_run { " (dry run: acting on nothing)" } else { "" };

@@ -2,7 +2,8 @@
 //!
 //! Modules follow the data flow: [`sample`] reads the kernel's pressure files, the pure
 //! `thrashguard_core::policy` decides, [`scan`] lists and ranks victims, [`act`] signals,
-//! [`daemon`] ties them into the guard loop, [`record`] and [`replay`] move traces in and
+//! [`daemon`] ties them into the guard loop, [`metrics`] serves what it
+//! measured to Prometheus, [`record`] and [`replay`] move traces in and
 //! out, [`cli`] is the command line. Decisions are never made here: only in the core crate.
 
 pub mod act;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod lifeline;
 pub mod logging;
+pub mod metrics;
 pub mod numa;
 pub mod procdir;
 pub mod record;

@@ -50,6 +50,8 @@ fn a_thousand_iterations_allocate_nothing() {
     // stalls below are real to the policy, but no decision may fall inside the test
     cfg.policy.sustain_ms = 600_000;
     cfg.policy.sustain_corroborated_ms = 600_000;
+    // metrics on: every tick updates them, and that must not allocate either
+    cfg.metrics.listen = "127.0.0.1:0".into();
     let opts = thrashguard::daemon::Options {
         proc_root: proc_root.clone(),
         sys_root: sys_root.clone(),

@@ -112,6 +112,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in a fixed order (metrics are indexed by it).
+    pub const ALL: [Reason; 6] =
+        [Reason::Thrashing, Reason::StallNearExhaustion, Reason::SustainedStall, Reason::LowMemory, Reason::FaultStorm, Reason::Lifeline];
+
+    /// Position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable snake_case name (logs, JSON, metrics labels).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -216,6 +225,20 @@ pub enum Phase {
     Pressure,
     /// A rescue was decided; waiting for its memory to come back.
     Recovering,
+}
+
+impl Phase {
+    /// Every phase, in a fixed order.
+    pub const ALL: [Phase; 3] = [Phase::Calm, Phase::Pressure, Phase::Recovering];
+
+    /// Stable lower-case name (status, metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Calm => "calm",
+            Phase::Pressure => "pressure",
+            Phase::Recovering => "recovering",
+        }
+    }
 }
 
 /// The result of one step.
