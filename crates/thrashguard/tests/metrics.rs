@@ -134,3 +134,33 @@ fn bad_requests_get_errors_and_a_silent_client_blocks_nobody_for_long() {
     );
     drop(silent);
 }
+
+/// contrib/: the alert rules pass `promtool check rules` and their unit tests, and every
+/// metric the rules and the Grafana dashboard query is one the daemon serves.
+#[test]
+fn alert_rules_and_dashboard_use_real_metrics() {
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+    let rules = std::fs::read_to_string(contrib.join("prometheus/thrashguard-alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(contrib.join("grafana/thrashguard-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(!dash["panels"].as_array().unwrap().is_empty());
+    let m = thrashguard::metrics::Metrics::new();
+    let served = String::from_utf8(m.render()).unwrap();
+    for text in [&rules, &dashboard] {
+        for name in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("thrashguard_")) {
+            let base = name.trim_end_matches("_bucket");
+            assert!(served.contains(&format!("# TYPE {base} ")), "{name} is queried but not served");
+        }
+    }
+    for args in [&["check", "rules", "thrashguard-alerts.yml"][..], &["test", "rules", "thrashguard-alerts.test.yml"][..]] {
+        match Command::new("promtool").args(args).current_dir(contrib.join("prometheus")).output() {
+            Ok(o) => assert!(
+                o.status.success(),
+                "promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => assert!(std::env::var_os("THRASHGUARD_REQUIRE_PROMTOOL").is_none(), "promtool is required here: {e}"),
+        }
+    }
+}
