@@ -93,11 +93,21 @@ pub struct GuardConfig {
     pub lock_memory: bool,
     /// Most processes the /proc scan records (memory is reserved for this many up front).
     pub max_processes: u32,
+    /// Unix socket where `thrashguard status` reads the running guard's state; empty = none.
+    pub status_socket: String,
 }
 
 impl Default for GuardConfig {
     fn default() -> Self {
-        GuardConfig { action: Action::Kill, dry_run: false, sigterm_grace_ms: 0, realtime: false, lock_memory: true, max_processes: 32768 }
+        GuardConfig {
+            action: Action::Kill,
+            dry_run: false,
+            sigterm_grace_ms: 0,
+            realtime: false,
+            lock_memory: true,
+            max_processes: 32768,
+            status_socket: "/run/thrashguard/status.sock".into(),
+        }
     }
 }
 

@@ -104,6 +104,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pressure, headroom, policy phase, top processes and the last action: from the running
+    /// guard's status socket, else computed from /proc over one second
+    Status {
+        /// One JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration file and exit (78 when it is invalid)
     CheckConfig,
     /// Print the default configuration as TOML
@@ -233,6 +240,16 @@ pub fn run(cli: Cli) -> i32 {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             crate::replay::run(&file, &cfg, json, &mut lock).map(|_| ())
+        }
+        Command::Status { json } => {
+            let opts = crate::daemon::Options { proc_root: cli.proc_root.clone(), sys_root: cli.sys_root.clone(), ..Default::default() };
+            crate::status::fetch(&cfg, opts).map(|v| {
+                if json {
+                    println!("{v}");
+                } else {
+                    print!("{}", crate::status::render_text(&v));
+                }
+            })
         }
         Command::CheckConfig => {
             let where_ = cli.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());

@@ -116,6 +116,56 @@ struct InFlight {
     unreleased: bool,
 }
 
+/// The unix socket `thrashguard status` reads from.
+#[derive(Debug)]
+struct StatusSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl StatusSocket {
+    /// Bind `path` (mode 0666: it serves read-only state), creating its directory. `None`,
+    /// with a warning, when it cannot (unprivileged, read-only /run) or when another live
+    /// guard answers there.
+    fn bind(path: &str) -> Option<StatusSocket> {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::net::{UnixListener, UnixStream};
+        if path.is_empty() {
+            return None;
+        }
+        let path = PathBuf::from(path);
+        if UnixStream::connect(&path).is_ok() {
+            warn!("status socket {}: another guard answers there; `thrashguard status` will read that one", path.display());
+            return None;
+        }
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // A socket file left by a guard that died: nobody answered on it above.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+            let _ = std::fs::remove_file(&path);
+        }
+        let bound = UnixListener::bind(&path).and_then(|l| {
+            l.set_nonblocking(true)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+            Ok(l)
+        });
+        match bound {
+            Ok(listener) => Some(StatusSocket { listener, path }),
+            Err(e) => {
+                warn!("status socket {}: {e}; `thrashguard status` will read /proc instead", path.display());
+                None
+            }
+        }
+    }
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Counters for logs and, later, metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -170,6 +220,10 @@ pub struct Guard {
     killed_unreleased: Option<OwnedFd>,
     /// Prometheus handles, when `metrics.listen` is set.
     metrics: Option<Metrics>,
+    /// Where `thrashguard status` connects, when bound.
+    status: Option<StatusSocket>,
+    /// This host's name, for status replies.
+    host_name: String,
     next: Micros,
     /// What happened so far.
     pub counters: Counters,
@@ -191,7 +245,7 @@ impl Guard {
         let scanner = Scanner::new(&opts.proc_root, cfg.guard.max_processes as usize, Pid(std::process::id()), prefs)?;
         let policy = Policy::new(cfg.policy.clone());
         let members = Vec::with_capacity(cfg.guard.max_processes as usize);
-        let poll_set = Vec::with_capacity(2 + cfg.cgroups.max_scopes as usize);
+        let poll_set = Vec::with_capacity(4 + cfg.cgroups.max_scopes as usize);
         let mut guard = Guard {
             cfg,
             opts,
@@ -217,6 +271,8 @@ impl Guard {
             in_flight: None,
             killed_unreleased: None,
             metrics: None,
+            status: None,
+            host_name: lifeline::hostname(),
             next: Micros::ZERO,
             counters: Counters::default(),
             last_decision: None,
@@ -224,6 +280,7 @@ impl Guard {
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
+        guard.status = StatusSocket::bind(&guard.cfg.guard.status_socket);
         if guard.cfg.metrics.address()?.is_some() {
             guard.metrics = Some(Metrics::new());
         }
@@ -320,6 +377,7 @@ impl Guard {
     pub fn iterate(&mut self) {
         self.wait();
         self.serve_lifeline();
+        self.serve_status();
         self.tick();
     }
 
@@ -347,6 +405,28 @@ impl Guard {
             m.lifeline(&server.counters);
         }
         self.lifeline = Some(server);
+    }
+
+    /// Answer the `thrashguard status` clients waiting (at most [`LIFELINE_BATCH`]): the
+    /// lifeline's status body, written once without blocking, then the connection closed.
+    pub fn serve_status(&mut self) {
+        let Some(status) = self.status.take() else { return };
+        for _ in 0..LIFELINE_BATCH {
+            let Ok((mut stream, _)) = status.listener.accept() else { break };
+            let mut body = std::mem::take(&mut self.reply_body);
+            let host = std::mem::take(&mut self.host_name);
+            let len = {
+                let mut w = BodyWriter::new(&mut body);
+                let _ = self.write_status(&mut w, &host);
+                w.written().len()
+            };
+            // A client too slow to take a few KiB at once gets nothing: the guard never waits.
+            let _ = stream.set_nonblocking(true);
+            let _ = std::io::Write::write(&mut stream, &body[..len]);
+            self.host_name = host;
+            self.reply_body = body;
+        }
+        self.status = Some(status);
     }
 
     /// Carry out one lifeline request; render the reply body into `body`. Returns its length
@@ -638,6 +718,9 @@ impl Guard {
         }
         if let Some(l) = &self.lifeline {
             add(l.fd(), libc::POLLIN);
+        }
+        if let Some(s) = &self.status {
+            add(s.listener.as_fd(), libc::POLLIN);
         }
         // SAFETY: `set` holds `set.len()` initialised pollfds whose fds belong to files
         // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
@@ -950,6 +1033,28 @@ pub(crate) fn drop_startup_pages() {
             let _ = unsafe { rustix::mm::madvise(start as *mut std::ffi::c_void, end - start, rustix::mm::Advice::LinuxDontNeed) };
         }
     }
+}
+
+/// `thrashguard status` when no guard answers: a dry-run guard of its own over
+/// `opts.proc_root` (no lifeline, no sockets, nothing locked), sampling for `window` so the
+/// stall shares cover a real interval, then the same status body the daemon serves.
+pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Result<serde_json::Value> {
+    cfg.lifeline.authorized_keys.clear();
+    cfg.guard.status_socket.clear();
+    cfg.metrics.listen.clear();
+    cfg.guard.dry_run = true;
+    let mut guard = Guard::new(cfg, Options { dry_run: true, no_self_protect: true, duration: None, ..opts })?;
+    let end = Instant::now() + window;
+    guard.tick();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())));
+        guard.tick();
+    }
+    let mut body = vec![0u8; wire::MAX_REPLY_BODY];
+    let host = guard.host_name.clone();
+    let mut w = BodyWriter::new(&mut body);
+    guard.write_status(&mut w, &host).map_err(|_| anyhow::anyhow!("status does not fit in {} bytes", wire::MAX_REPLY_BODY))?;
+    Ok(serde_json::from_slice(w.written())?)
 }
 
 /// Entry point of `thrashguard daemon`.

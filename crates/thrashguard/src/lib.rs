@@ -21,3 +21,4 @@ pub mod record;
 pub mod replay;
 pub mod sample;
 pub mod scan;
+pub mod status;
