@@ -99,6 +99,9 @@ fn scope_label(s: &CgroupScope) -> String {
 /// Lifeline datagrams handled per wake-up at most (the rest wait for the next one).
 const LIFELINE_BATCH: usize = 64;
 
+/// How long a status body is served again instead of scanning /proc anew.
+const STATUS_REUSE: Micros = Micros::from_millis(1000);
+
 /// Candidates whose numa_maps a node-scope rescue reads (walking page tables is costly).
 const NODE_TOP: usize = 16;
 
@@ -224,6 +227,9 @@ pub struct Guard {
     status: Option<StatusSocket>,
     /// This host's name, for status replies.
     host_name: String,
+    /// The last status body served on the socket, its length and when it was made: reused
+    /// for a second, so that local clients cannot make the guard scan /proc in a loop.
+    status_cache: (Box<[u8]>, usize, Option<Micros>),
     next: Micros,
     /// What happened so far.
     pub counters: Counters,
@@ -273,6 +279,7 @@ impl Guard {
             metrics: None,
             status: None,
             host_name: lifeline::hostname(),
+            status_cache: (vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(), 0, None),
             next: Micros::ZERO,
             counters: Counters::default(),
             last_decision: None,
@@ -413,18 +420,19 @@ impl Guard {
         let Some(status) = self.status.take() else { return };
         for _ in 0..LIFELINE_BATCH {
             let Ok((mut stream, _)) = status.listener.accept() else { break };
-            let mut body = std::mem::take(&mut self.reply_body);
-            let host = std::mem::take(&mut self.host_name);
-            let len = {
+            let now = self.sampler.now();
+            let (mut body, mut len, at) = std::mem::take(&mut self.status_cache);
+            if at.is_none_or(|t| now.saturating_sub(t) >= STATUS_REUSE) {
+                let host = std::mem::take(&mut self.host_name);
                 let mut w = BodyWriter::new(&mut body);
                 let _ = self.write_status(&mut w, &host);
-                w.written().len()
-            };
+                len = w.written().len();
+                self.host_name = host;
+            }
             // A client too slow to take a few KiB at once gets nothing: the guard never waits.
             let _ = stream.set_nonblocking(true);
             let _ = std::io::Write::write(&mut stream, &body[..len]);
-            self.host_name = host;
-            self.reply_body = body;
+            self.status_cache = (body, len, Some(at.filter(|t| now.saturating_sub(*t) < STATUS_REUSE).unwrap_or(now)));
         }
         self.status = Some(status);
     }
