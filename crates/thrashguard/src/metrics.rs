@@ -72,6 +72,18 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
+/// A labelled metric family made by `make` (`IntCounterVec::new`, …), registered.
+#[allow(clippy::expect_used)]
+fn vector<V: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    make: fn(Opts, &[&str]) -> prometheus::Result<V>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> V {
+    register(r, make(Opts::new(name, help), labels).expect("valid metric"))
+}
+
 /// One pre-made child per label value of a vector.
 fn labelled<T, const N: usize>(values: [&str; N], make: impl Fn(&str) -> T) -> [T; N] {
     values.map(make)
@@ -82,46 +94,40 @@ impl Metrics {
     #[allow(clippy::expect_used)]
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let refaults = prometheus::GaugeVec::new(
-            Opts::new(
-                "thrashguard_refaults_pages_per_second",
-                "Workingset refaults (pages re-read soon after eviction) per second over the trailing second, as the policy saw them",
-            ),
+        let refaults = vector(
+            &r,
+            prometheus::GaugeVec::new,
+            "thrashguard_refaults_pages_per_second",
+            "Workingset refaults (pages re-read soon after eviction) per second over the trailing second, as the policy saw them",
             &["kind"],
-        )
-        .expect("valid metric");
-        let refaults = register(&r, refaults);
-        let phase = register(
-            &r,
-            prometheus::IntGaugeVec::new(
-                Opts::new("thrashguard_policy_phase", "1 for the system scope's current policy phase, 0 for the others"),
-                &["phase"],
-            )
-            .expect("valid metric"),
         );
-        let decisions = register(
+        let phase = vector(
             &r,
-            prometheus::IntCounterVec::new(
-                Opts::new("thrashguard_decisions_total", "Rescues decided, by reason (an operator's lifeline rescue included)"),
-                &["reason"],
-            )
-            .expect("valid metric"),
+            prometheus::IntGaugeVec::new,
+            "thrashguard_policy_phase",
+            "1 for the system scope's current policy phase, 0 for the others",
+            &["phase"],
         );
-        let actions = register(
+        let decisions = vector(
             &r,
-            prometheus::IntCounterVec::new(
-                Opts::new("thrashguard_actions_total", "Victims signalled (killed or frozen), by action and reason"),
-                &["action", "reason"],
-            )
-            .expect("valid metric"),
+            prometheus::IntCounterVec::new,
+            "thrashguard_decisions_total",
+            "Rescues decided, by reason (an operator's lifeline rescue included)",
+            &["reason"],
         );
-        let rejected = register(
+        let actions = vector(
             &r,
-            prometheus::IntCounterVec::new(
-                Opts::new("thrashguard_lifeline_rejected_total", "Lifeline datagrams refused, by reason"),
-                &["reason"],
-            )
-            .expect("valid metric"),
+            prometheus::IntCounterVec::new,
+            "thrashguard_actions_total",
+            "Victims signalled (killed or frozen), by action and reason",
+            &["action", "reason"],
+        );
+        let rejected = vector(
+            &r,
+            prometheus::IntCounterVec::new,
+            "thrashguard_lifeline_rejected_total",
+            "Lifeline datagrams refused, by reason",
+            &["reason"],
         );
         let reasons = Reason::ALL.map(Reason::as_str);
         let m = Metrics {
@@ -173,11 +179,8 @@ impl Metrics {
             lifeline_seen: LifelineCounters::default(),
             registry: r,
         };
-        let info = register(
-            &m.registry,
-            prometheus::IntGaugeVec::new(Opts::new("thrashguard_build_info", "Always 1; the version in a label"), &["version"])
-                .expect("valid metric"),
-        );
+        let info =
+            vector(&m.registry, prometheus::IntGaugeVec::new, "thrashguard_build_info", "Always 1; the version in a label", &["version"]);
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
     }

@@ -11,8 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thrashguard_core::lifeline::gate::{open_reply, request};
 use thrashguard_core::lifeline::keys::{SecretKey, host_id};
@@ -24,64 +23,14 @@ fn tg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thrashguard")).args(args).env_remove("THRASHGUARD_CONFIG").output().expect("run thrashguard")
 }
 
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-}
+mod common;
+use common::Daemon;
 
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-            .args(["--config", config.to_str().unwrap(), "daemon", "--no-self-protect", "--duration", "60"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon");
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut d = Daemon { child, lines, log: Vec::new() };
-        d.wait_for("lifeline on udp");
-        d
-    }
-
-    fn wait_for(&mut self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(l) = self.log.iter().find(|l| l.contains(what)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => self.log.push(l),
-                Err(_) => panic!("daemon never said {what:?}: {:#?}", self.log),
-            }
-        }
-    }
-
-    /// Stop it (SIGTERM) and return its whole log.
-    fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.log.push(l);
-        }
-        std::mem::take(&mut self.log)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A daemon on `config`, once its lifeline listens.
+fn start(config: &Path) -> Daemon {
+    let mut d = Daemon::spawn(&["--config", config.to_str().unwrap(), "daemon", "--no-self-protect", "--duration", "60"]);
+    d.wait_for("lifeline on udp");
+    d
 }
 
 struct Setup {
@@ -162,7 +111,7 @@ fn raw(port: u16, bytes: &[u8], key: &SecretKey, nonce: u8, wait: Duration) -> O
 #[test]
 fn status_round_trip_with_both_schemes() {
     let s = setup("status", "");
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     for stem in ["ops", "shared"] {
         let (ok, out) = send(&s, stem, &["status"], &[]);
         assert!(ok, "{stem}: {out}");
@@ -194,7 +143,7 @@ fn status_round_trip_with_both_schemes() {
 #[test]
 fn every_rejection_is_silent_and_counted() {
     let s = setup("reject", "");
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     let ops = key(&s, "ops");
     let host_key = SecretKey::parse(&std::fs::read_to_string(s.dir.join("host.key")).unwrap()).unwrap().0;
     let wait = Duration::from_millis(300);
@@ -227,7 +176,7 @@ fn every_rejection_is_silent_and_counted() {
         assert!(log.iter().any(|l| l.contains("refused") && l.contains(&format!(" {reason}"))), "no {reason} in {log:#?}");
     }
     std::thread::sleep(Duration::from_millis(20));
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     assert_eq!(raw(s.port, &captured, &host_key, 106, wait), None, "replayed after a restart");
     let log = d.stop();
     assert!(log.iter().any(|l| l.contains("before_start")), "{log:#?}");
@@ -258,7 +207,7 @@ fn rescue_and_kill_act_on_the_right_process() {
         BufReader::new(k.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert!(line.contains("ready"));
     }
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     let (ok, out) = send(&s, "ops", &["rescue"], &[]);
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
@@ -303,7 +252,7 @@ fn rescue_and_kill_act_on_the_right_process() {
 #[test]
 fn a_flood_of_garbage_changes_nothing() {
     let s = setup("flood", "");
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     let port = s.port;
     let flood = std::thread::spawn(move || {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -351,7 +300,7 @@ fn a_flood_of_garbage_changes_nothing() {
 #[test]
 fn self_test_sees_the_live_daemon() {
     let s = setup("selftest", "");
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     let o = tg(&["--config", s.config.to_str().unwrap(), "lifeline", "self-test", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let clear: Vec<&str> = v["clear"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
@@ -375,7 +324,7 @@ fn status_over_ipv6() {
     };
     let text = std::fs::read_to_string(&s.config).unwrap().replace(&format!("127.0.0.1:{}", s.port), &format!("[::1]:{port}"));
     std::fs::write(&s.config, text).unwrap();
-    let d = Daemon::start(&s.config);
+    let d = start(&s.config);
     let addr = format!("[::1]:{port}");
     let key = s.dir.join("ops.key");
     let host_pub = s.dir.join("host.pub");

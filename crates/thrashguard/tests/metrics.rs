@@ -3,49 +3,29 @@
 //! requests (unknown path, wrong method, oversize, a client that sends nothing).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 /// Start a dry-run daemon with metrics on an ephemeral loopback port, sampling at least
 /// every 200 ms even when calm; its address.
 fn start() -> (Daemon, SocketAddr) {
     let config = std::env::temp_dir().join(format!("tg-metrics-{}-{:?}.toml", std::process::id(), std::thread::current().id()));
     std::fs::write(&config, "[policy]\nmax_interval_ms = 200\nmax_interval_with_trigger_ms = 200\n").unwrap();
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-            .args(["--config", config.to_str().unwrap(), "daemon", "--dry-run", "--no-self-protect", "--duration", "60"])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon"),
+    let mut daemon = Daemon::spawn(
+        &["--config", config.to_str().unwrap(), "daemon", "--dry-run", "--no-self-protect", "--duration", "60"]
+            .into_iter()
+            .chain(["--metrics-listen", "127.0.0.1:0"])
+            .collect::<Vec<_>>(),
     );
-    let err = daemon.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("daemon said where metrics are");
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            let addr = rest.trim_end_matches("/metrics").trim().parse().unwrap();
-            let _ = std::fs::remove_file(&config);
-            return (daemon, addr);
-        }
-    }
+    let line = daemon.wait_for("metrics on http://");
+    let _ = std::fs::remove_file(&config);
+    let addr = line.split("metrics on http://").nth(1).unwrap().trim_end_matches("/metrics").trim().parse().unwrap();
+    (daemon, addr)
 }
 
 /// Send `request` raw; (status line, body).

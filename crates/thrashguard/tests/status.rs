@@ -2,18 +2,12 @@
 //! guard is replaced, a live one is never stolen), and from /proc when none answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Daemon(Child, std::sync::mpsc::Receiver<String>);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 fn tg() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_thrashguard"));
@@ -32,27 +26,9 @@ fn config(dir: &Path, socket: &Path) -> PathBuf {
 }
 
 fn start(config: &Path) -> Daemon {
-    let mut child = tg()
-        .args(["--config", config.to_str().unwrap(), "daemon", "--dry-run", "--no-self-protect", "--duration", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let d = Daemon(child, rx);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let l = d.1.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("daemon started");
-        if l.contains("guarding") {
-            return d;
-        }
-    }
+    let mut d = Daemon::spawn(&["--config", config.to_str().unwrap(), "daemon", "--dry-run", "--no-self-protect", "--duration", "60"]);
+    d.wait_for("guarding");
+    d
 }
 
 fn status(config: &Path, extra: &[&str]) -> serde_json::Value {
@@ -103,9 +79,7 @@ fn from_the_guard_then_from_proc_when_it_is_gone() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("from the running guard") && text.contains("PID  NAME"), "{text}");
 
-    let mut d = d;
-    let _ = Command::new("kill").arg(d.0.id().to_string()).status();
-    let _ = d.0.wait();
+    d.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     while socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

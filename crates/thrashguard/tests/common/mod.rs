@@ -1,0 +1,70 @@
+//! What the end-to-end tests share: a real `thrashguard daemon` whose log is read line by
+//! line, stopped with SIGTERM (so it cleans up) or killed when a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// A running daemon and what it has logged so far.
+pub struct Daemon {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    /// `thrashguard ARGS` (no THRASHGUARD_CONFIG from the environment), stderr captured.
+    pub fn spawn(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+            .args(args)
+            .env_remove("THRASHGUARD_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon");
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, lines, log: Vec::new() }
+    }
+
+    /// The first log line containing `what` (waiting up to 20 s for it).
+    pub fn wait_for(&mut self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.log.iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => panic!("daemon never said {what:?}: {:#?}", self.log),
+            }
+        }
+    }
+
+    /// Stop it with SIGTERM, wait for it, and return its whole log.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(l);
+        }
+        std::mem::take(&mut self.log)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
