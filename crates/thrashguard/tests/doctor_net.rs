@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -165,6 +166,26 @@ fn kernel_log_rules_over_real_logs() {
 }
 
 #[test]
+fn an_unprivileged_run_says_how_to_read_the_log() {
+    let restricted = std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").is_ok_and(|v| v.trim() == "1");
+    if !rustix::process::geteuid().is_root() || !restricted {
+        eprintln!("needs root to drop to nobody, and kernel.dmesg_restrict=1: skipped");
+        return;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+        .args(["doctor", "--json", "--window", "0"])
+        .env_remove("THRASHGUARD_CONFIG")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(outcome(&v, "allocation-failures"), "not checked: /dev/kmsg: permission denied (run as root or pass --kmsg FILE)");
+    // the counters still speak
+    assert!(!outcome(&v, "oom-kills").starts_with("not checked"), "{v:#}");
+}
+
+#[test]
 fn a_captured_trees_own_log_and_recent_kills() {
     let t = tree("treelog");
     let (proc, sys) = captured(&t);
@@ -218,12 +239,17 @@ fn listen_backlog_over_a_captured_tree() {
     rise(&proc, "net/netstat", Some("TcpExt"), "ListenOverflows", 0, 0);
     let (_, v) = doctor(&proc, &sys, &[]);
     assert_eq!(outcome(&v, "listen-backlog"), "clear");
-    // Redis asked for 511 on a machine whose somaxconn is 128: cut, info only
+    // an unknown program's backlog equal to somaxconn: probably cut, info
     write(&proc, "sys/net/core/somaxconn", "128\n");
+    write(&proc, "net/listeners", "# ss -ltne\n0.0.0.0:22 0 128 1001\n");
+    let (_, v) = doctor(&proc, &sys, &[]);
+    assert_eq!(outcome(&v, "listen-backlog"), "info");
+    // Redis asks for 511 by default: its cut backlog is a warning naming it
     write(&proc, "net/listeners", "# ss -ltne\n127.0.0.1:6379 0 128 4242\n0.0.0.0:22 0 128 1001\n");
     let (_, v) = doctor(&proc, &sys, &[]);
     let f = finding(&v, "listen-backlog");
-    assert_eq!(f["severity"], "info", "{f:#}");
+    assert_eq!(f["severity"], "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("127.0.0.1:6379 (redis-server, pid 812) asks for a larger listen backlog"), "{f:#}");
     assert!(evidence(f, "127.0.0.1:6379 (redis-server, pid 812)").contains("= somaxconn"), "{f:#}");
     // its queue full now and overflows rising in the window: critical, naming it
     write(&proc, "net/listeners", "127.0.0.1:6379 128 128 4242\n");

@@ -81,6 +81,11 @@ pub struct ListenFacts {
     pub net: Fact<Window>,
 }
 
+/// Servers known to ask for a large backlog by default (Redis `tcp-backlog 511` and its
+/// start-up warning when somaxconn is lower; nginx and HAProxy 511 or more): a cut backlog of
+/// theirs is a warning, not info.
+pub const BACKLOG_HUNGRY: [&str; 5] = ["redis-server", "nginx", "haproxy", "mongod", "envoy"];
+
 const SOMAXCONN_DOCS: &str = "https://docs.kernel.org/admin-guide/sysctl/net.html#somaxconn";
 
 /// (rise in the window, or the total since boot without a window; whether it was a window).
@@ -168,6 +173,15 @@ pub fn listen_backlog(f: &ListenFacts) -> Outcome {
         (
             Severity::Warning,
             format!("{overflows} accept-queue overflows {when}; {} listener(s) have a backlog equal to somaxconn", capped.len()),
+        )
+    } else if let Some(l) = capped.iter().find(|l| l.owner.as_ref().is_some_and(|(_, c)| BACKLOG_HUNGRY.contains(&c.as_str()))) {
+        (
+            Severity::Warning,
+            format!(
+                "{} asks for a larger listen backlog than net.core.somaxconn ({}) allows: it was cut",
+                l.name(),
+                somaxconn.unwrap_or(0)
+            ),
         )
     } else {
         (
@@ -434,6 +448,8 @@ mod tests {
         assert!(matches!(listen_backlog(&facts(ok.clone(), quiet.clone())), Outcome::Clear(_)));
         let capped = vec![l("127.0.0.1:6379", 0, 4096, Some((812, "redis-server")))];
         let o = listen_backlog(&facts(capped.clone(), quiet.clone()));
+        assert_eq!(sev(&o), Some(Severity::Warning), "a known server's cut backlog");
+        let o = listen_backlog(&facts(vec![l("127.0.0.1:9000", 0, 4096, Some((5, "myapp")))], quiet.clone()));
         assert_eq!(sev(&o), Some(Severity::Info));
         let full = vec![l("127.0.0.1:8080", 129, 128, Some((900, "java"))), ok[0].clone()];
         let o = listen_backlog(&facts(full.clone(), quiet.clone()));
