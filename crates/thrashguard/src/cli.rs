@@ -125,6 +125,14 @@ pub enum Command {
         /// (0: one reading, judge by totals since boot)
         #[arg(long, value_name = "S", default_value_t = 5.0)]
         window: f64,
+        /// Read the kernel log from this file (a copy of /dev/kmsg, or dmesg / journalctl -k
+        /// output) instead of /dev/kmsg
+        #[arg(long, value_name = "FILE")]
+        kmsg: Option<PathBuf>,
+        /// Run the rules every S seconds and print only findings that appear or clear, with a
+        /// timestamp (with --json one JSON line per change), until SIGINT/SIGTERM (exit 0)
+        #[arg(long, value_name = "S")]
+        watch: Option<f64>,
     },
     /// Lifeline tools
     #[command(subcommand)]
@@ -260,12 +268,20 @@ pub fn run(cli: Cli) -> i32 {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Doctor { json, window } => {
+        Command::Doctor { json, window, kmsg, watch } => {
             let Ok(window) = std::time::Duration::try_from_secs_f64(window) else {
                 eprintln!("thrashguard: error: --window {window}: not a number of seconds");
                 return thrashguard_core::doctor::EXIT_FAILED;
             };
-            return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::All, json, window);
+            let net = crate::doctor_net::Options { kmsg };
+            if let Some(every) = watch {
+                let Some(every) = std::time::Duration::try_from_secs_f64(every).ok().filter(|d| !d.is_zero()) else {
+                    eprintln!("thrashguard: error: --watch {every}: not a positive number of seconds");
+                    return thrashguard_core::doctor::EXIT_FAILED;
+                };
+                return crate::doctor_net::watch_loop(&cli.proc_root, &cli.sys_root, &cfg, json, window, every, &net);
+            }
+            return crate::doctor::run(&cli.proc_root, &cli.sys_root, &cfg, crate::doctor::Scope::All, json, window, &net);
         }
         Command::Lifeline(LifelineCommand::SelfTest { json }) => {
             return crate::doctor::run(
@@ -275,6 +291,7 @@ pub fn run(cli: Cli) -> i32 {
                 crate::doctor::Scope::Lifeline,
                 json,
                 std::time::Duration::ZERO,
+                &crate::doctor_net::Options::default(),
             );
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),

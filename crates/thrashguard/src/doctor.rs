@@ -34,14 +34,15 @@ fn read(proc_root: &Path, rel: &str) -> Fact<String> {
     fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn reserve_facts(proc_root: &Path) -> ReserveFacts {
+fn reserve_facts(proc_root: &Path, sampled: &Sampled) -> ReserveFacts {
     let min_free_kbytes = read(proc_root, "sys/vm/min_free_kbytes")
         .and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("sys/vm/min_free_kbytes: not a number: {:?}", t.trim())));
     let mem_total_kib = read(proc_root, "meminfo")
         .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()));
     let pfmemalloc_drop = read(proc_root, "net/netstat")
         .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
-    ReserveFacts { min_free_kbytes, mem_total_kib, pfmemalloc_drop }
+    let pfmemalloc_window = sampled.net.as_ref().ok().and_then(|w| Some((w.delta("TcpExt PFMemallocDrop")?, w.seconds)));
+    ReserveFacts { min_free_kbytes, mem_total_kib, pfmemalloc_drop, pfmemalloc_window }
 }
 
 /// One reading of each counter family. `later`: read `FILE.later` where a captured tree
@@ -65,6 +66,10 @@ fn read_counters(proc_root: &Path, later: bool) -> [Fact<Counters>; 3] {
         // snmp adds Udp/Tcp/Ip counters; a kernel without it still has netstat's.
         if let Ok(t) = text("net/snmp") {
             c.add_netstat("net/snmp", t.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        // softnet-drops says "not checked" when this is missing or garbled.
+        if let Ok(t) = text("net/softnet_stat") {
+            let _ = c.add_softnet(&t);
         }
         Ok(c)
     })();
@@ -198,30 +203,46 @@ fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
 
 /// Run the rules of `scope` over what `proc_root` and `sys_root` say, with counters
 /// sampled over `window`.
-pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, window: std::time::Duration) -> Report {
+pub fn report(
+    proc_root: &Path,
+    sys_root: &Path,
+    cfg: &Config,
+    scope: Scope,
+    window: std::time::Duration,
+    net: &crate::doctor_net::Options,
+) -> Report {
     let mut r = Report::default();
-    let _sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
+    let sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
     let lf = lifeline_facts(proc_root, cfg);
     if scope == Scope::All {
         r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root)));
-        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &sampled)));
+        crate::doctor_net::push_rules(&mut r, proc_root, sys_root, &sampled, net);
     }
     r.push("lifeline-keys", rules_lifeline::keys(&lf));
     r.push("lifeline-daemon", rules_lifeline::daemon(&lf));
     r.push("lifeline-socket", rules_lifeline::socket(&lf));
     if scope == Scope::Lifeline {
-        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &sampled)));
     }
     r
 }
 
 /// Print the report; returns the exit status (0 / 1 / 2, or 3 when printing failed).
-pub fn run(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, json: bool, window: std::time::Duration) -> i32 {
+pub fn run(
+    proc_root: &Path,
+    sys_root: &Path,
+    cfg: &Config,
+    scope: Scope,
+    json: bool,
+    window: std::time::Duration,
+    net: &crate::doctor_net::Options,
+) -> i32 {
     let title = match scope {
         Scope::All => "thrashguard doctor",
         Scope::Lifeline => "thrashguard lifeline self-test",
     };
-    let r = report(proc_root, sys_root, cfg, scope, window);
+    let r = report(proc_root, sys_root, cfg, scope, window, net);
     let stdout = std::io::stdout();
     let color = !json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let text = if json { format!("{}\n", r.to_json(title)) } else { r.render_text(title, color) };

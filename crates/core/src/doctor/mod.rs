@@ -7,9 +7,13 @@
 //! Facts arrive already read and parsed ([`Fact`] says what could not be read); a rule
 //! that lacks one says "not checked" and names it. It must never read a file itself.
 
+pub mod kernlog;
 pub mod lifeline;
+pub mod net;
 pub mod numa;
 pub mod reserve;
+pub mod system;
+pub mod watch;
 pub mod window;
 
 use serde::Serialize;

@@ -9,7 +9,7 @@
 use super::{Fact, Finding, Outcome, Severity, ev};
 
 /// What `atomic-reserve` needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReserveFacts {
     /// vm.min_free_kbytes.
     pub min_free_kbytes: Fact<u64>,
@@ -17,6 +17,9 @@ pub struct ReserveFacts {
     pub mem_total_kib: Fact<u64>,
     /// TcpExt PFMemallocDrop since boot (`None`: the kernel does not count it, before 3.6).
     pub pfmemalloc_drop: Fact<Option<u64>>,
+    /// PFMemallocDrop's rise over doctor's window and the window's length in seconds
+    /// (`None` without a window, `--window 0`, or when the counters were not sampled).
+    pub pfmemalloc_window: Option<(u64, f64)>,
 }
 
 /// The kernel's own default for min_free_kbytes (mm/page_alloc.c: sqrt(lowmem KiB x 16),
@@ -26,6 +29,15 @@ pub fn kernel_default_min_free_kbytes(mem_total_kib: u64) -> u64 {
 }
 
 const DOCS: &str = "https://docs.kernel.org/admin-guide/sysctl/vm.html#min-free-kbytes";
+
+const DROP_WHY: &str = "Under memory pressure the kernel receives packets into buffers from its emergency \
+                        reserve and then drops them, because only sockets that swap over the network may use that \
+                        memory. Any datagram, a lifeline request included, can be lost exactly when the machine is in \
+                        trouble. A larger reserve keeps ordinary buffers available longer.";
+
+fn total_kib(f: &ReserveFacts) -> Option<u64> {
+    f.mem_total_kib.as_ref().ok().copied()
+}
 
 /// `atomic-reserve`.
 pub fn atomic_reserve(f: &ReserveFacts) -> Outcome {
@@ -58,6 +70,29 @@ pub fn atomic_reserve(f: &ReserveFacts) -> Outcome {
             docs: DOCS,
         });
     }
+    if let Some((delta, seconds)) = f.pfmemalloc_window {
+        let drops = f.pfmemalloc_drop.as_ref().ok().copied().flatten().unwrap_or(delta);
+        evidence.push(ev(
+            "TcpExt PFMemallocDrop",
+            format!("{drops} since boot, +{delta} in {seconds:.0} s ({:.1}/s)", delta as f64 / seconds.max(f64::MIN_POSITIVE)),
+        ));
+        if delta > 0 {
+            let fix = super::kernlog::reserve_fix(Some(min_free), None, total_kib(f));
+            return Outcome::Found(Finding {
+                id: "atomic-reserve",
+                severity: Severity::Warning,
+                title: format!("{delta} packets were dropped for lack of memory in the last {seconds:.0} s (PFMemallocDrop)"),
+                evidence,
+                explanation: DROP_WHY.into(),
+                fix,
+                docs: DOCS,
+            });
+        }
+        if drops == 0 {
+            return Outcome::Clear(evidence);
+        }
+        evidence.pop();
+    }
     match &f.pfmemalloc_drop {
         Err(why) => Outcome::NotChecked(why.clone()),
         Ok(None) => {
@@ -85,12 +120,7 @@ pub fn atomic_reserve(f: &ReserveFacts) -> Outcome {
                 severity: Severity::Warning,
                 title: format!("{drops} packets were dropped for lack of memory (PFMemallocDrop)"),
                 evidence,
-                explanation: "Under memory pressure the kernel receives packets into buffers from its emergency \
-                              reserve and then drops them, because only sockets that swap over the network may \
-                              use that memory. Any datagram, a lifeline request included, can be lost exactly \
-                              when the machine is in trouble. A larger reserve keeps ordinary buffers available \
-                              longer."
-                    .into(),
+                explanation: DROP_WHY.into(),
                 fix,
                 docs: DOCS,
             })
@@ -103,7 +133,12 @@ mod tests {
     use super::*;
 
     fn facts(min_free: u64, drops: Option<u64>) -> ReserveFacts {
-        ReserveFacts { min_free_kbytes: Ok(min_free), mem_total_kib: Ok(24 * 1024 * 1024), pfmemalloc_drop: Ok(drops) }
+        ReserveFacts {
+            min_free_kbytes: Ok(min_free),
+            mem_total_kib: Ok(24 * 1024 * 1024),
+            pfmemalloc_drop: Ok(drops),
+            pfmemalloc_window: None,
+        }
     }
 
     #[test]
@@ -129,6 +164,20 @@ mod tests {
         // at 2 % of RAM already: the other knob
         let Outcome::Found(f) = atomic_reserve(&facts(24 * 1024 * 1024 / 50, Some(3))) else { panic!() };
         assert!(f.fix.contains("watermark_scale_factor"), "{}", f.fix);
+    }
+
+    #[test]
+    fn the_window_decides_when_there_is_one() {
+        let windowed = |total, delta| ReserveFacts { pfmemalloc_window: Some((delta, 5.0)), ..facts(67_584, Some(total)) };
+        let Outcome::Found(f) = atomic_reserve(&windowed(40, 10)) else { panic!() };
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.title.contains("10 packets") && f.title.contains("last 5 s"), "{}", f.title);
+        assert!(f.evidence.iter().any(|e| e.value == "40 since boot, +10 in 5 s (2.0/s)"), "{:?}", f.evidence);
+        assert!(f.fix.contains("vm.min_free_kbytes=135168"), "{}", f.fix);
+        assert!(matches!(atomic_reserve(&windowed(0, 0)), Outcome::Clear(_)));
+        // old drops, none now: the since-boot warning as without a window
+        let Outcome::Found(f) = atomic_reserve(&windowed(40, 0)) else { panic!() };
+        assert!(f.title.starts_with("40 packets"), "{}", f.title);
     }
 
     #[test]

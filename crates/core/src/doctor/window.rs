@@ -71,6 +71,15 @@ impl Counters {
         Ok(())
     }
 
+    /// Add /proc/net/softnet_stat summed over CPUs as `softnet dropped` and
+    /// `softnet time_squeeze`.
+    pub fn add_softnet(&mut self, text: &str) -> Result<(), String> {
+        let (dropped, squeezed) = super::net::parse_softnet(text)?;
+        self.0.insert("softnet dropped".into(), dropped);
+        self.0.insert("softnet time_squeeze".into(), squeezed);
+        Ok(())
+    }
+
     /// Add the `total=` stall counters of a /proc/pressure/RESOURCE text as
     /// `RESOURCE some total_us` and `RESOURCE full total_us`.
     pub fn add_pressure(&mut self, resource: &str, file: &'static str, buf: &[u8]) -> Result<(), ParseError> {
