@@ -447,13 +447,16 @@ impl Guard {
                 let _ = self.write_status(&mut w, host);
                 "status sent"
             }
-            LifelineAction::Rescue if self.in_flight.is_some() => {
+            // A client retries when a reply is lost: a second rescue inside the release wait
+            // answers with the first one's outcome instead of taking a second victim, even
+            // while that first victim is still exiting.
+            LifelineAction::Rescue
+                if self.in_flight.is_some() && self.last_lifeline_rescue.is_none_or(|(at, _)| !self.is_retry(at, self.sampler.now())) =>
+            {
                 let _ = write!(w, "{{\"ok\":false,\"action\":\"rescue\",\"error\":\"a rescue is already in flight\"}}");
                 "rescue already in flight"
             }
             LifelineAction::Rescue => {
-                // A client retries when a reply is lost: a second rescue inside the release
-                // wait answers with the first one's outcome instead of taking a second victim.
                 let now = self.sampler.now();
                 let recent = self.last_lifeline_rescue.filter(|(at, _)| self.is_retry(*at, now));
                 let (outcome, repeat) = match recent {
