@@ -200,11 +200,12 @@ fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
 /// sampled over `window`.
 pub fn report(proc_root: &Path, sys_root: &Path, cfg: &Config, scope: Scope, window: std::time::Duration) -> Report {
     let mut r = Report::default();
-    let _sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
+    let sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
     let lf = lifeline_facts(proc_root, cfg);
     if scope == Scope::All {
         r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root)));
         r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root)));
+        crate::doctor_mem::push_rules(&mut r, proc_root, sys_root, &sampled);
     }
     r.push("lifeline-keys", rules_lifeline::keys(&lf));
     r.push("lifeline-daemon", rules_lifeline::daemon(&lf));

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
+pub mod doctor_mem;
 pub mod lifeline;
 pub mod logging;
 pub mod numa;

@@ -8,7 +8,9 @@
 //! that lacks one says "not checked" and names it. It must never read a file itself.
 
 pub mod lifeline;
+pub mod memfacts;
 pub mod numa;
+pub mod reclaim;
 pub mod reserve;
 pub mod window;
 

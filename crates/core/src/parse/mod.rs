@@ -6,6 +6,7 @@
 //! the guard loop can call them on every sample; they never panic on any input (a
 //! property test feeds them random bytes). They must never read a file themselves.
 
+pub mod buddyinfo;
 pub mod cgroup;
 pub mod meminfo;
 pub mod mountinfo;
