@@ -15,7 +15,7 @@ use std::path::Path;
 
 use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, reclaim};
+use thrashguard_core::doctor::{Fact, Report, reclaim, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 fn read(root: &Path, rel: &str) -> Fact<String> {
@@ -115,4 +115,6 @@ pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> MemFac
 pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &Sampled) {
     let f = mem_facts(proc_root, sys_root, sampled);
     r.push("direct-reclaim", reclaim::direct_reclaim(&f));
+    r.push("thrashing", thrash::thrashing(&f));
+    r.push("swap-setup", thrash::swap_setup(&f));
 }

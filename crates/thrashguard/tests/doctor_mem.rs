@@ -149,7 +149,7 @@ fn text(v: &serde_json::Value) -> String {
 fn the_captured_host_as_it_was() {
     let t = Tree::new("asis");
     let (_, v) = t.doctor("5");
-    let clear: &[&str] = &["direct-reclaim"];
+    let clear: &[&str] = &["direct-reclaim", "thrashing"];
     for &id in clear {
         assert!(v["clear"].as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not clear: {v:#}");
     }
@@ -173,4 +173,70 @@ fn direct_reclaim_staged() {
     // garbled vmstat: not checked, never a failure
     t.write("proc/vmstat", "pgscan_direct lots\n");
     assert_eq!(t.outcome("direct-reclaim", "5").0, "not checked");
+}
+
+/// The captured pressure/memory with `add_us` more stall (some and full) in the later reading.
+fn stall_later(t: &Tree, add_us: u64) {
+    let text: String = t
+        .read("proc/pressure/memory")
+        .lines()
+        .map(|l| {
+            let (head, total) = l.rsplit_once("total=").unwrap();
+            format!("{head}total={}\n", total.parse::<u64>().unwrap() + add_us)
+        })
+        .collect();
+    t.write("proc/pressure/memory.later", &text);
+}
+
+#[test]
+fn thrashing_staged() {
+    let t = Tree::new("thrash");
+    assert_eq!(t.outcome("thrashing", "5").0, "clear");
+    t.process(812, "java", 7_900_000, 900_000);
+    t.process(813, "hog", 3_000_000, 0);
+    // every task stalled 0.6 s of the 5 s window: 12 %
+    stall_later(&t, 600_000);
+    t.counters("proc/vmstat.later", &[("pswpin", 9_708_446), ("workingset_refault_anon", 50_000)]);
+    let (sev, f) = t.outcome("thrashing", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(text(&f).contains("pid 812 (java): RSS 7.5 GiB, swap 878 MiB"), "{f:#}");
+    assert!(f["fix"].as_str().unwrap().starts_with("stop or limit pid 812 (java)"), "{f:#}");
+    stall_later(&t, 2_500_000);
+    assert_eq!(t.outcome("thrashing", "5").0, "critical");
+    // one reading: the share since boot (the capture's uptime), said so
+    let (sev, v) = t.outcome("thrashing", "0");
+    assert_eq!(sev, "clear", "{v:#}");
+    assert!(text(&v).contains("--window 0"));
+    t.write("proc/pressure/memory", "some avg10=0.00\n");
+    assert_eq!(t.outcome("thrashing", "5").0, "not checked");
+}
+
+#[test]
+fn swap_setup_staged() {
+    let t = Tree::new("swap");
+    // the capture has no swap at all
+    let (sev, f) = t.outcome("swap-setup", "5");
+    assert_eq!(sev, "info", "{f:#}");
+    assert!(text(&f).contains("executables"), "{f:#}");
+    // a swap file: clear
+    t.write("proc/swaps", &(t.read("proc/swaps") + "/swapfile                               file\t\t4194300\t\t0\t\t-2\n"));
+    t.meminfo(&[("SwapTotal", 4_194_300), ("SwapFree", 4_194_300)]);
+    assert_eq!(t.outcome("swap-setup", "5").0, "clear");
+    // swappiness 180 on a disk while swap-ins and stalls go on: warning
+    t.write("proc/sys/vm/swappiness", "180\n");
+    assert_eq!(t.outcome("swap-setup", "5").0, "info", "no harm in the window");
+    stall_later(&t, 600_000);
+    t.counters("proc/vmstat.later", &[("pswpin", 9_708_446)]);
+    let (sev, f) = t.outcome("swap-setup", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("vm.swappiness=60"), "{f:#}");
+    // a zram device twice the RAM
+    t.write("proc/sys/vm/swappiness", "100\n");
+    t.write("proc/swaps", &(t.read("proc/swaps").lines().next().unwrap().to_string() + "\n/dev/zram0 partition 49367312 0 100\n"));
+    t.write("sys/block/zram0/disksize", "50552127488\n");
+    let (sev, f) = t.outcome("swap-setup", "5");
+    assert_eq!(sev, "info", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("zram0 is larger than RAM"), "{f:#}");
+    t.write("proc/meminfo", "MemTotal: 12");
+    assert_eq!(t.outcome("swap-setup", "5").0, "not checked");
 }

@@ -12,6 +12,7 @@ pub mod memfacts;
 pub mod numa;
 pub mod reclaim;
 pub mod reserve;
+pub mod thrash;
 pub mod window;
 
 use serde::Serialize;
