@@ -15,7 +15,7 @@ use std::path::Path;
 
 use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, reclaim, thrash};
+use thrashguard_core::doctor::{Fact, Report, overcommit, reclaim, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 fn read(root: &Path, rel: &str) -> Fact<String> {
@@ -117,4 +117,5 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("direct-reclaim", reclaim::direct_reclaim(&f));
     r.push("thrashing", thrash::thrashing(&f));
     r.push("swap-setup", thrash::swap_setup(&f));
+    r.push("overcommit", overcommit::overcommit(&f));
 }

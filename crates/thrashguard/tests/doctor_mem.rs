@@ -149,7 +149,7 @@ fn text(v: &serde_json::Value) -> String {
 fn the_captured_host_as_it_was() {
     let t = Tree::new("asis");
     let (_, v) = t.doctor("5");
-    let clear: &[&str] = &["direct-reclaim", "thrashing"];
+    let clear: &[&str] = &["direct-reclaim", "thrashing", "overcommit"];
     for &id in clear {
         assert!(v["clear"].as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not clear: {v:#}");
     }
@@ -239,4 +239,26 @@ fn swap_setup_staged() {
     assert!(f["title"].as_str().unwrap().contains("zram0 is larger than RAM"), "{f:#}");
     t.write("proc/meminfo", "MemTotal: 12");
     assert_eq!(t.outcome("swap-setup", "5").0, "not checked");
+}
+
+#[test]
+fn overcommit_staged() {
+    let t = Tree::new("overcommit");
+    assert_eq!(t.outcome("overcommit", "5").0, "clear");
+    // strict mode with 95 % of the limit committed
+    t.write("proc/sys/vm/overcommit_memory", "2\n");
+    t.meminfo(&[("CommitLimit", 12_341_828), ("Committed_AS", 11_724_736)]);
+    let (sev, f) = t.outcome("overcommit", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("vm.overcommit_ratio="), "{f:#}");
+    t.meminfo(&[("Committed_AS", 3_000_000)]);
+    assert_eq!(t.outcome("overcommit", "5").0, "clear");
+    // a Redis under the default heuristic mode
+    t.write("proc/sys/vm/overcommit_memory", "0\n");
+    t.process(6379, "redis-server", 2_000_000, 0);
+    let (sev, f) = t.outcome("overcommit", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("redis-server (pid 6379)"), "{f:#}");
+    t.write("proc/sys/vm/overcommit_memory", "always\n");
+    assert_eq!(t.outcome("overcommit", "5").0, "not checked");
 }

@@ -10,6 +10,7 @@
 pub mod lifeline;
 pub mod memfacts;
 pub mod numa;
+pub mod overcommit;
 pub mod reclaim;
 pub mod reserve;
 pub mod thrash;
