@@ -15,7 +15,7 @@ use std::path::Path;
 
 use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, overcommit, reclaim, thrash};
+use thrashguard_core::doctor::{Fact, Report, overcommit, reclaim, thp, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 fn read(root: &Path, rel: &str) -> Fact<String> {
@@ -118,4 +118,6 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("thrashing", thrash::thrashing(&f));
     r.push("swap-setup", thrash::swap_setup(&f));
     r.push("overcommit", overcommit::overcommit(&f));
+    r.push("thp", thp::thp(&f));
+    r.push("compaction", thp::compaction(&f));
 }

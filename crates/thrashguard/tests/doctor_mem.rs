@@ -149,7 +149,7 @@ fn text(v: &serde_json::Value) -> String {
 fn the_captured_host_as_it_was() {
     let t = Tree::new("asis");
     let (_, v) = t.doctor("5");
-    let clear: &[&str] = &["direct-reclaim", "thrashing", "overcommit"];
+    let clear: &[&str] = &["direct-reclaim", "thrashing", "overcommit", "thp", "compaction"];
     for &id in clear {
         assert!(v["clear"].as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not clear: {v:#}");
     }
@@ -261,4 +261,43 @@ fn overcommit_staged() {
     assert!(f["title"].as_str().unwrap().contains("redis-server (pid 6379)"), "{f:#}");
     t.write("proc/sys/vm/overcommit_memory", "always\n");
     assert_eq!(t.outcome("overcommit", "5").0, "not checked");
+}
+
+#[test]
+fn thp_staged() {
+    let t = Tree::new("thp");
+    assert_eq!(t.outcome("thp", "5").0, "clear", "madvise/madvise as captured");
+    t.write("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n");
+    t.write("sys/kernel/mm/transparent_hugepage/defrag", "[always] defer defer+madvise madvise never\n");
+    assert_eq!(t.outcome("thp", "5").0, "info", "no stalls yet");
+    t.counters("proc/vmstat.later", &[("compact_stall", 12)]);
+    let (sev, f) = t.outcome("thp", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("defer+madvise > /sys/kernel/mm/transparent_hugepage/defrag"), "{f:#}");
+    // a Redis with enabled=always, no stalls
+    t.counters("proc/vmstat.later", &[("compact_stall", 0)]);
+    t.write("sys/kernel/mm/transparent_hugepage/defrag", "always defer [defer+madvise] madvise never\n");
+    t.process(6379, "redis-server", 2_000_000, 0);
+    let (sev, f) = t.outcome("thp", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("redis-server (pid 6379)"), "{f:#}");
+    std::fs::remove_file(t.0.join("sys/kernel/mm/transparent_hugepage/enabled")).unwrap();
+    assert_eq!(t.outcome("thp", "5").0, "not checked");
+}
+
+#[test]
+fn compaction_staged() {
+    let t = Tree::new("compaction");
+    assert_eq!(t.outcome("compaction", "5").0, "clear");
+    t.counters("proc/vmstat.later", &[("compact_stall", 40), ("compact_fail", 31), ("compact_success", 9)]);
+    let (sev, f) = t.outcome("compaction", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(text(&f).contains("order >= 3"), "buddyinfo in the evidence: {f:#}");
+    // free memory shattered into single pages, compaction quiet: info
+    t.counters("proc/vmstat.later", &[("compact_stall", 0), ("compact_fail", 0)]);
+    t.write("proc/buddyinfo", "Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3 \nNode 0, zone   Normal  90112   4000     10      2      1      0      0      0      0      0      0 \n");
+    let (sev, f) = t.outcome("compaction", "5");
+    assert_eq!(sev, "info", "{f:#}");
+    t.write("proc/buddyinfo", "Node 0, zone Normal 1 x\n");
+    assert_eq!(t.outcome("compaction", "5").0, "clear", "garbled buddyinfo: said in the evidence, counters still judged");
 }

@@ -13,6 +13,7 @@ pub mod numa;
 pub mod overcommit;
 pub mod reclaim;
 pub mod reserve;
+pub mod thp;
 pub mod thrash;
 pub mod window;
 
