@@ -120,4 +120,5 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("overcommit", overcommit::overcommit(&f));
     r.push("thp", thp::thp(&f));
     r.push("compaction", thp::compaction(&f));
+    r.push("dirty-limits", reclaim::dirty_limits(&f));
 }

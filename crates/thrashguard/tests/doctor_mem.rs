@@ -301,3 +301,21 @@ fn compaction_staged() {
     t.write("proc/buddyinfo", "Node 0, zone Normal 1 x\n");
     assert_eq!(t.outcome("compaction", "5").0, "clear", "garbled buddyinfo: said in the evidence, counters still judged");
 }
+
+#[test]
+fn dirty_limits_staged() {
+    let t = Tree::new("dirty");
+    // the capture: 20 % of 23.5 GiB = 4.7 GiB, nothing much dirty
+    let (sev, f) = t.outcome("dirty-limits", "5");
+    assert_eq!(sev, "info", "{f:#}");
+    t.write("proc/sys/vm/dirty_ratio", "10\n");
+    assert_eq!(t.outcome("dirty-limits", "5").0, "clear", "2.4 GiB");
+    // 256 GiB of RAM, 3 GiB dirty
+    t.write("proc/sys/vm/dirty_ratio", "20\n");
+    t.meminfo(&[("MemTotal", 268_435_456), ("Dirty", 3_145_728)]);
+    let (sev, f) = t.outcome("dirty-limits", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("51.2 GiB"), "{f:#}");
+    t.write("proc/sys/vm/dirty_bytes", "\n");
+    assert_eq!(t.outcome("dirty-limits", "5").0, "not checked");
+}

@@ -6,8 +6,10 @@
 //! a warning only with dirty pages, throttling or I/O stalls to show for it). Must never
 //! read a file itself.
 
-use super::memfacts::{MemFacts, basis, grew, grew_prefix, span, sysctl_fix, windowed};
+use super::memfacts::{MemFacts, basis, grew, grew_prefix, size, span, sysctl_fix, windowed};
+use super::thrash::psi_share;
 use super::{Finding, Outcome, Severity, ev};
+use crate::units::Kib;
 
 /// `pgscan_direct / (pgscan_direct + pgscan_kswapd)` above this: allocating tasks do a
 /// real share of the scanning (doctor-checks.md #9, proposed).
@@ -86,6 +88,87 @@ pub fn direct_reclaim(f: &MemFacts) -> Outcome {
             .into(),
         fix,
         docs: DOCS_WSF,
+    })
+}
+
+/// A dirty limit above this is "huge": writers may pile up this much before they block
+/// (proposed; EDB's TPA sets 4 GB, tuned's latency profiles 10 % of small machines).
+pub const DIRTY_BOUND: Kib = Kib(4 << 20);
+/// Dirty + under writeback at least this much is evidence the limit is being used.
+pub const DIRTY_LARGE: Kib = Kib(1 << 20);
+/// PSI io full over the window, percent, that counts as evidence.
+pub const IO_FULL_PCT: f64 = 5.0;
+/// What the fix proposes: background writeback from 256 MiB, writers blocked at 1 GiB.
+const PROPOSED: [(&str, u64); 2] = [("vm.dirty_background_bytes", 256 << 20), ("vm.dirty_bytes", 1 << 30)];
+
+/// The effective threshold of a `_bytes` / `_ratio` pair (bytes win when set), described.
+fn threshold(f: &MemFacts, bytes: &str, ratio: &str, total: Kib) -> Result<(Kib, String), String> {
+    let b = f.number(bytes)?;
+    if b > 0 {
+        return Ok((Kib(b / 1024), format!("{} ({bytes})", size(Kib(b / 1024)))));
+    }
+    let r = f.number(ratio)?;
+    let k = Kib(total.0.saturating_mul(r) / 100);
+    Ok((k, format!("up to {} ({ratio} = {r} % of {} RAM)", size(k), size(total))))
+}
+
+/// `dirty-limits`.
+pub fn dirty_limits(f: &MemFacts) -> Outcome {
+    let m = match &f.meminfo {
+        Ok(m) => m,
+        Err(why) => return Outcome::NotChecked(why.clone()),
+    };
+    let total = m.total();
+    let (limit, limit_text) = match threshold(f, "vm.dirty_bytes", "vm.dirty_ratio", total) {
+        Ok(t) => t,
+        Err(why) => return Outcome::NotChecked(why),
+    };
+    let mut evidence = vec![ev("writers block at", limit_text)];
+    if let Ok((_, bg)) = threshold(f, "vm.dirty_background_bytes", "vm.dirty_background_ratio", total) {
+        evidence.push(ev("background writeback starts at", bg));
+    }
+    let dirty = m.kib("Dirty").unwrap_or_default().saturating_add(m.kib("Writeback").unwrap_or_default());
+    evidence.push(ev("Dirty + Writeback now", size(dirty)));
+    let mut harm = vec![];
+    if dirty >= DIRTY_LARGE {
+        harm.push(format!("{} dirty or under writeback", size(dirty)));
+    }
+    if let Ok(w) = &f.vmstat {
+        evidence.push(w.evidence("pgscan_direct_throttle"));
+        if let Some(t) = grew(w, "pgscan_direct_throttle").filter(|&t| t > 0) {
+            harm.push(format!("reclaim throttled on writeback {t} times {}", span(w)));
+        }
+    }
+    if let Ok(Some(io)) = psi_share(f, "io full total_us") {
+        let span = f.pressure.as_ref().map_or(String::new(), span);
+        evidence.push(ev("PSI io full", format!("{io:.1} % {span}")));
+        if io >= IO_FULL_PCT {
+            harm.push(format!("every task waited for I/O {io:.1} % of the time {span}"));
+        }
+    }
+    if limit <= DIRTY_BOUND {
+        return Outcome::Clear(evidence);
+    }
+    let (severity, title) = if harm.is_empty() {
+        (Severity::Info, format!("dirty limit of {} is large (no sign of harm now)", size(limit)))
+    } else {
+        (Severity::Warning, format!("dirty limit of {}, and it shows: {}", size(limit), harm.join("; ")))
+    };
+    Outcome::Found(Finding {
+        id: "dirty-limits",
+        severity,
+        title,
+        evidence,
+        explanation: "Ratio-based dirty limits scale with RAM: on a large machine tens of gigabytes of written data \
+                      can sit in memory before writers are made to wait. Writeback then has that much to flush \
+                      at disk speed, writers block for seconds at a time, and reclaim stalls on pages it cannot \
+                      drop until they are written. Absolute limits keep the backlog to what the disk clears quickly."
+            .into(),
+        fix:
+            sysctl_fix("90-thrashguard-dirty-limits", &PROPOSED.map(|(k, v)| (k, v.to_string())))
+                + "
+(setting the _bytes form zeroes the _ratio form; a write-heavy server may want larger values: size them to a few seconds of disk bandwidth)",
+        docs: "https://docs.kernel.org/admin-guide/sysctl/vm.html#dirty-bytes",
     })
 }
 
@@ -174,5 +257,45 @@ mod tests {
         assert_eq!(direct_reclaim(&f), Outcome::NotChecked("vmstat: no such file".into()));
         let f = facts(&[("pgscan_direct", 1)], &[("pgscan_direct", 1)], 5.0);
         assert!(matches!(direct_reclaim(&f), Outcome::NotChecked(_)));
+    }
+    fn dirty(ratio: &str, bytes: &str, ram_gib: u64, dirty_mib: u64) -> MemFacts {
+        let mut f = MemFacts::unread();
+        f.set("vm.dirty_ratio", ratio);
+        f.set("vm.dirty_bytes", bytes);
+        f.set("vm.dirty_background_ratio", "10");
+        f.set("vm.dirty_background_bytes", "0");
+        let mut m = Fields::default();
+        m.set("MemTotal", ram_gib << 20);
+        m.set("Dirty", dirty_mib << 10);
+        m.set("Writeback", 0);
+        f.meminfo = Ok(m);
+        f.vmstat = Ok(window(&[("pgscan_direct_throttle", 0)], &[("pgscan_direct_throttle", 0)], 5.0));
+        f
+    }
+
+    #[test]
+    fn dirty_limits_by_size_and_evidence() {
+        assert!(matches!(dirty_limits(&dirty("20", "0", 16, 2000)), Outcome::Clear(_)), "3.2 GiB");
+        let g = found(dirty_limits(&dirty("20", "0", 256, 10)));
+        assert_eq!(g.severity, Severity::Info);
+        assert!(g.title.contains("51.2 GiB"), "{}", g.title);
+        let g = found(dirty_limits(&dirty("20", "0", 256, 3000)));
+        assert_eq!(g.severity, Severity::Warning);
+        assert!(g.fix.starts_with("sysctl -w vm.dirty_background_bytes=268435456\nsysctl -w vm.dirty_bytes=1073741824"), "{}", g.fix);
+        let mut f = dirty("20", "0", 256, 10);
+        f.vmstat = Ok(window(&[("pgscan_direct_throttle", 0)], &[("pgscan_direct_throttle", 3)], 5.0));
+        assert_eq!(found(dirty_limits(&f)).severity, Severity::Warning);
+        // absolute bytes win over the ratio
+        assert!(matches!(dirty_limits(&dirty("20", "1073741824", 256, 3000)), Outcome::Clear(_)));
+    }
+
+    #[test]
+    fn dirty_limits_not_checked() {
+        let mut f = dirty("20", "0", 16, 0);
+        f.settings.insert("vm.dirty_ratio", Err("sys/vm/dirty_ratio: no such file".into()));
+        assert!(matches!(dirty_limits(&f), Outcome::NotChecked(_)));
+        let mut f = dirty("20", "0", 16, 0);
+        f.meminfo = Err("meminfo: gone".into());
+        assert!(matches!(dirty_limits(&f), Outcome::NotChecked(_)));
     }
 }
