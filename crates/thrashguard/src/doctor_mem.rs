@@ -15,7 +15,7 @@ use std::path::Path;
 
 use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, overcommit, reclaim, thp, thrash};
+use thrashguard_core::doctor::{Fact, Report, nodes, overcommit, reclaim, thp, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 fn read(root: &Path, rel: &str) -> Fact<String> {
@@ -121,4 +121,6 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("thp", thp::thp(&f));
     r.push("compaction", thp::compaction(&f));
     r.push("dirty-limits", reclaim::dirty_limits(&f));
+    r.push("numa-imbalance", nodes::numa_imbalance(&f));
+    r.push("numa-placement", nodes::numa_placement(&f));
 }

@@ -149,7 +149,8 @@ fn text(v: &serde_json::Value) -> String {
 fn the_captured_host_as_it_was() {
     let t = Tree::new("asis");
     let (_, v) = t.doctor("5");
-    let clear: &[&str] = &["direct-reclaim", "thrashing", "overcommit", "thp", "compaction"];
+    let clear: &[&str] =
+        &["direct-reclaim", "thrashing", "overcommit", "thp", "compaction", "numa-imbalance", "numa-placement", "zone-reclaim"];
     for &id in clear {
         assert!(v["clear"].as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not clear: {v:#}");
     }
@@ -318,4 +319,66 @@ fn dirty_limits_staged() {
     assert!(f["title"].as_str().unwrap().contains("51.2 GiB"), "{f:#}");
     t.write("proc/sys/vm/dirty_bytes", "\n");
     assert_eq!(t.outcome("dirty-limits", "5").0, "not checked");
+}
+
+/// A second node made from the captured node0 (same size), each node's MemFree in KiB.
+fn two_nodes(t: &Tree, free0: u64, free1: u64) {
+    let node0 = t.read("sys/devices/system/node/node0/meminfo");
+    let with_free = |text: &str, node: u32, free: u64| -> String {
+        text.lines()
+            .map(|l| {
+                let l = l.replacen("Node 0", &format!("Node {node}"), 1);
+                if l.contains(" MemFree:") { format!("Node {node} MemFree:        {free} kB\n") } else { format!("{l}\n") }
+            })
+            .collect()
+    };
+    t.write("sys/devices/system/node/node0/meminfo", &with_free(&node0, 0, free0));
+    t.write("sys/devices/system/node/node1/meminfo", &with_free(&node0, 1, free1));
+    t.write("sys/devices/system/node/has_memory", "0-1\n");
+}
+
+#[test]
+fn numa_imbalance_staged() {
+    let t = Tree::new("numa-imbalance");
+    assert_eq!(t.outcome("numa-imbalance", "5").0, "clear", "one node as captured");
+    two_nodes(&t, 6_000_000, 5_000_000);
+    assert_eq!(t.outcome("numa-imbalance", "5").0, "clear");
+    two_nodes(&t, 120_000, 5_000_000);
+    let (sev, f) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("node 0 is nearly out of memory"), "{f:#}");
+    t.write("sys/devices/system/node/node1/meminfo", "Node 1 MemTotal: lots\n");
+    assert_eq!(t.outcome("numa-imbalance", "5").0, "not checked");
+}
+
+#[test]
+fn numa_placement_staged() {
+    let t = Tree::new("numa-placement");
+    assert_eq!(t.outcome("numa-placement", "5").0, "clear", "one node as captured");
+    two_nodes(&t, 3_000_000, 3_000_000);
+    t.process(777, "bigdb", 9_000_000, 0);
+    t.write("proc/777/numa_maps", &t.read("proc/4242/numa_maps"));
+    assert_eq!(t.outcome("numa-placement", "5").0, "clear", "no misses in the window");
+    t.counters("proc/vmstat.later", &[("numa_miss", 4096)]);
+    let (sev, f) = t.outcome("numa-placement", "5");
+    assert_eq!(sev, "info", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("bigdb (pid 777) holds"), "{f:#}");
+    // interleaved: fine
+    t.write("proc/777/numa_maps", &t.read("proc/777/numa_maps").replace(" default ", " interleave:0-1 "));
+    assert_eq!(t.outcome("numa-placement", "5").0, "clear");
+}
+
+#[test]
+fn zone_reclaim_judged_over_the_window() {
+    let t = Tree::new("zone-window");
+    two_nodes(&t, 3_000_000, 3_000_000);
+    t.write("proc/sys/vm/zone_reclaim_mode", "1\n");
+    assert_eq!(t.outcome("zone-reclaim", "5").0, "warning", "on, no failures");
+    t.counters("proc/vmstat.later", &[("zone_reclaim_failed", 7)]);
+    let (sev, f) = t.outcome("zone-reclaim", "5");
+    assert_eq!(sev, "critical", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("costing now: 7 failures"), "{f:#}");
+    t.counters("proc/vmstat.later", &[("zone_reclaim_failed", 0), ("pgscan_direct", 5000)]);
+    assert_eq!(t.outcome("zone-reclaim", "5").0, "critical", "direct scanning now");
+    assert_eq!(t.outcome("zone-reclaim", "0").0, "warning", "no window, no failures since boot");
 }

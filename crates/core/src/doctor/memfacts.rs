@@ -39,6 +39,7 @@ pub const SETTINGS: &[(&str, Root, &str)] = &[
     ("vm.vfs_cache_pressure", Root::Proc, "sys/vm/vfs_cache_pressure"),
     ("vm.watermark_scale_factor", Root::Proc, "sys/vm/watermark_scale_factor"),
     ("vm.min_free_kbytes", Root::Proc, "sys/vm/min_free_kbytes"),
+    ("vm.zone_reclaim_mode", Root::Proc, "sys/vm/zone_reclaim_mode"),
     ("kernel.numa_balancing", Root::Proc, "sys/kernel/numa_balancing"),
     ("thp.enabled", Root::Sys, "kernel/mm/transparent_hugepage/enabled"),
     ("thp.defrag", Root::Sys, "kernel/mm/transparent_hugepage/defrag"),

@@ -9,6 +9,7 @@
 
 pub mod lifeline;
 pub mod memfacts;
+pub mod nodes;
 pub mod numa;
 pub mod overcommit;
 pub mod reclaim;
