@@ -15,7 +15,7 @@ use std::path::Path;
 
 use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, nodes, overcommit, reclaim, thp, thrash};
+use thrashguard_core::doctor::{Fact, Report, knobs, nodes, overcommit, reclaim, thp, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 fn read(root: &Path, rel: &str) -> Fact<String> {
@@ -123,4 +123,8 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("dirty-limits", reclaim::dirty_limits(&f));
     r.push("numa-imbalance", nodes::numa_imbalance(&f));
     r.push("numa-placement", nodes::numa_placement(&f));
+    r.push("max-map-count", knobs::max_map_count(&f));
+    r.push("vm-extremes", knobs::vm_extremes(&f));
+    r.push("hugepages", knobs::hugepages(&f));
+    r.push("oom-protection", knobs::oom_protection(&f));
 }

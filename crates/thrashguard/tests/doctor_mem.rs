@@ -149,8 +149,20 @@ fn text(v: &serde_json::Value) -> String {
 fn the_captured_host_as_it_was() {
     let t = Tree::new("asis");
     let (_, v) = t.doctor("5");
-    let clear: &[&str] =
-        &["direct-reclaim", "thrashing", "overcommit", "thp", "compaction", "numa-imbalance", "numa-placement", "zone-reclaim"];
+    let clear: &[&str] = &[
+        "direct-reclaim",
+        "thrashing",
+        "overcommit",
+        "thp",
+        "compaction",
+        "numa-imbalance",
+        "numa-placement",
+        "zone-reclaim",
+        "max-map-count",
+        "vm-extremes",
+        "hugepages",
+        "oom-protection",
+    ];
     for &id in clear {
         assert!(v["clear"].as_array().unwrap().iter().any(|c| c["id"] == id), "{id} not clear: {v:#}");
     }
@@ -381,4 +393,55 @@ fn zone_reclaim_judged_over_the_window() {
     t.counters("proc/vmstat.later", &[("zone_reclaim_failed", 0), ("pgscan_direct", 5000)]);
     assert_eq!(t.outcome("zone-reclaim", "5").0, "critical", "direct scanning now");
     assert_eq!(t.outcome("zone-reclaim", "0").0, "warning", "no window, no failures since boot");
+}
+
+#[test]
+fn max_map_count_staged() {
+    let t = Tree::new("maps");
+    assert_eq!(t.outcome("max-map-count", "5").0, "clear", "37 mappings of 65530");
+    t.process(900, "java", 1_000_000, 0);
+    let line = t.read("proc/4242/maps").lines().next().unwrap().to_string() + "\n";
+    t.write("proc/900/maps", &line.repeat(60_000));
+    let (sev, f) = t.outcome("max-map-count", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("java (pid 900) has 60000 memory mappings"), "{f:#}");
+    t.write("proc/sys/vm/max_map_count", "262144\n");
+    assert_eq!(t.outcome("max-map-count", "5").0, "clear");
+    t.write("proc/sys/vm/max_map_count", "many\n");
+    assert_eq!(t.outcome("max-map-count", "5").0, "not checked");
+}
+
+#[test]
+fn vm_extremes_staged() {
+    let t = Tree::new("extremes");
+    assert_eq!(t.outcome("vm-extremes", "5").0, "clear");
+    t.write("proc/sys/vm/vfs_cache_pressure", "0\n");
+    let (sev, f) = t.outcome("vm-extremes", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    t.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+    t.write("proc/sys/vm/min_free_kbytes", "2097152\n");
+    let (sev, f) = t.outcome("vm-extremes", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("vm.min_free_kbytes is 8.5 % of RAM"), "{f:#}");
+    t.write("proc/sys/vm/min_free_kbytes", "67584\n");
+    t.write("proc/sys/vm/watermark_scale_factor", "3000\n");
+    assert_eq!(t.outcome("vm-extremes", "5").0, "info");
+}
+
+#[test]
+fn hugepages_and_oom_protection_staged() {
+    let t = Tree::new("hugepages");
+    assert_eq!(t.outcome("hugepages", "5").0, "clear");
+    assert_eq!(t.outcome("oom-protection", "5").0, "clear");
+    // 4 GiB pool of 2 MiB pages, all free
+    t.meminfo(&[("HugePages_Total", 2048), ("HugePages_Free", 2048)]);
+    let (sev, f) = t.outcome("hugepages", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["fix"].as_str().unwrap().starts_with("sysctl -w vm.nr_hugepages=0"), "{f:#}");
+    // a 14 GiB process exempt from the OOM killer
+    t.process(4000, "bigcache", 14_000_000, 0);
+    t.write("proc/4000/oom_score_adj", "-1000\n");
+    let (sev, f) = t.outcome("oom-protection", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(text(&f).contains("pid 4000 (bigcache)"), "{f:#}");
 }

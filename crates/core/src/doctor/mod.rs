@@ -7,6 +7,7 @@
 //! Facts arrive already read and parsed ([`Fact`] says what could not be read); a rule
 //! that lacks one says "not checked" and names it. It must never read a file itself.
 
+pub mod knobs;
 pub mod lifeline;
 pub mod memfacts;
 pub mod nodes;
