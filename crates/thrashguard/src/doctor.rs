@@ -115,7 +115,7 @@ fn vmstat_counter(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn zone_reclaim_facts(proc_root: &Path, sys_root: &Path) -> ZoneReclaimFacts {
+fn zone_reclaim_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> ZoneReclaimFacts {
     let mode = read(proc_root, "sys/vm/zone_reclaim_mode")
         .and_then(|t| t.trim().parse::<u32>().map_err(|_| format!("sys/vm/zone_reclaim_mode: not a number: {:?}", t.trim())));
     let nodes_file = sys_root.join("devices/system/node/has_memory");
@@ -128,6 +128,9 @@ fn zone_reclaim_facts(proc_root: &Path, sys_root: &Path) -> ZoneReclaimFacts {
         memory_nodes,
         zone_reclaim_failed: vmstat_counter(&vmstat, "zone_reclaim_failed"),
         zone_reclaim_success: vmstat_counter(&vmstat, "zone_reclaim_success"),
+        failed_in_window: sampled.vmstat.as_ref().ok().and_then(|w| w.delta("zone_reclaim_failed")),
+        direct_scan_in_window: sampled.vmstat.as_ref().ok().and_then(|w| w.delta("pgscan_direct")),
+        window_s: sampled.vmstat.as_ref().map_or(0.0, |w| w.seconds),
     }
 }
 
@@ -215,8 +218,9 @@ pub fn report(
     let sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
     let lf = lifeline_facts(proc_root, cfg);
     if scope == Scope::All {
-        r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root)));
+        r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root, &sampled)));
         r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &sampled)));
+        crate::doctor_mem::push_rules(&mut r, proc_root, sys_root, &sampled);
         crate::doctor_net::push_rules(&mut r, proc_root, sys_root, &sampled, net);
     }
     r.push("lifeline-keys", rules_lifeline::keys(&lf));

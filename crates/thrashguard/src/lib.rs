@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
+pub mod doctor_mem;
 pub mod doctor_net;
 pub mod lifeline;
 pub mod logging;

@@ -8,7 +8,7 @@
 
 use super::window::Window;
 use super::{Evidence, Fact, Finding, Outcome, Severity, ev};
-use crate::parse::buddyinfo::BuddyZone;
+use crate::parse::buddyinfo::Zone;
 use crate::parse::kmsg::{Entry, Event, cannot_wait};
 
 /// The kernel log as read at the edge.
@@ -63,7 +63,7 @@ pub struct AllocFacts {
     /// MemTotal in KiB.
     pub mem_total_kib: Fact<u64>,
     /// /proc/buddyinfo.
-    pub buddyinfo: Fact<Vec<BuddyZone>>,
+    pub buddyinfo: Fact<Vec<Zone>>,
 }
 
 const VM_DOCS: &str = "https://docs.kernel.org/admin-guide/sysctl/vm.html#min-free-kbytes";
@@ -157,10 +157,10 @@ pub fn allocation_failures(f: &AllocFacts) -> Outcome {
     if let Some(order) = max_order.filter(|&o| o >= 1) {
         match &f.buddyinfo {
             Ok(zones) => {
-                for z in zones.iter().filter(|z| z.zone != "DMA") {
+                for z in zones.iter().filter(|z| z.name != "DMA") {
                     evidence.push(ev(
-                        format!("free blocks of order >= {order}, node {} zone {}", z.node, z.zone),
-                        format!("{} (order 0: {})", z.free_at_or_above(order), z.free.first().copied().unwrap_or(0)),
+                        format!("free blocks of order >= {order}, node {} zone {}", z.node, z.name),
+                        format!("{} (order 0: {})", z.blocks_from(order as usize), z.free.first().copied().unwrap_or(0)),
                     ));
                 }
             }

@@ -8,11 +8,18 @@
 //! that lacks one says "not checked" and names it. It must never read a file itself.
 
 pub mod kernlog;
+pub mod knobs;
 pub mod lifeline;
+pub mod memfacts;
 pub mod net;
+pub mod nodes;
 pub mod numa;
+pub mod overcommit;
+pub mod reclaim;
 pub mod reserve;
 pub mod system;
+pub mod thp;
+pub mod thrash;
 pub mod watch;
 pub mod window;
 

@@ -2,13 +2,13 @@
 //!
 //! Owns `zone-reclaim`: vm.zone_reclaim_mode on a machine with several memory nodes, where
 //! the kernel reclaims (and may write out or swap) local memory instead of allocating from a
-//! node with free pages, with `zone_reclaim_failed` as the evidence of harm. Must never read
-//! a file itself.
+//! node with free pages, with `zone_reclaim_failed` (since boot or growing in the window)
+//! and direct scanning in the window as the evidence of harm. Must never read a file itself.
 
 use super::{Fact, Finding, Outcome, Severity, ev};
 
 /// What `zone-reclaim` needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ZoneReclaimFacts {
     /// vm.zone_reclaim_mode.
     pub mode: Fact<u32>,
@@ -18,6 +18,12 @@ pub struct ZoneReclaimFacts {
     pub zone_reclaim_failed: Option<u64>,
     /// vmstat `zone_reclaim_success` since boot (6.x kernels).
     pub zone_reclaim_success: Option<u64>,
+    /// Growth of `zone_reclaim_failed` over the `--window` (`None`: no window).
+    pub failed_in_window: Option<u64>,
+    /// Growth of `pgscan_direct` over the window: allocating tasks reclaiming now.
+    pub direct_scan_in_window: Option<u64>,
+    /// The window's length in seconds (0 without one).
+    pub window_s: f64,
 }
 
 /// Count the nodes of a kernel node list (`0`, `0-1`, `0,2-3`); `None` when garbled.
@@ -72,6 +78,13 @@ pub fn zone_reclaim(f: &ZoneReclaimFacts) -> Outcome {
     if let Some(ok) = f.zone_reclaim_success {
         evidence.push(ev("zone_reclaim_success (since boot)", ok));
     }
+    let window = format!("in the last {:.0} s", f.window_s);
+    if let Some(d) = f.failed_in_window {
+        evidence.push(ev(format!("zone_reclaim_failed {window}"), d));
+    }
+    if let Some(d) = f.direct_scan_in_window {
+        evidence.push(ev(format!("pgscan_direct {window}"), d));
+    }
     let fix = "sysctl -w vm.zone_reclaim_mode=0\nto keep it: echo 'vm.zone_reclaim_mode = 0' > /etc/sysctl.d/90-thrashguard.conf \
                (and remove the setting from any tuned profile that sets it, e.g. hpc-compute)"
         .to_string();
@@ -90,7 +103,16 @@ pub fn zone_reclaim(f: &ZoneReclaimFacts) -> Outcome {
         });
     }
     let failed = f.zone_reclaim_failed.unwrap_or(0);
-    let (severity, title) = if failed > 0 {
+    let failing_now = f.failed_in_window.unwrap_or(0);
+    let scanning_now = f.direct_scan_in_window.unwrap_or(0);
+    let (severity, title) = if failing_now > 0 || scanning_now > 0 {
+        (
+            Severity::Critical,
+            format!(
+                "zone reclaim is on across {nodes} nodes and is costing now: {failing_now} failures, {scanning_now} pages scanned directly {window}"
+            ),
+        )
+    } else if failed > 0 {
         (Severity::Critical, format!("zone reclaim is on across {nodes} nodes and has failed {failed} times"))
     } else {
         (Severity::Warning, format!("vm.zone_reclaim_mode is {mode} on a machine with {nodes} memory nodes"))
@@ -116,7 +138,15 @@ mod tests {
     use super::*;
 
     fn facts(mode: u32, nodes: u32, failed: u64) -> ZoneReclaimFacts {
-        ZoneReclaimFacts { mode: Ok(mode), memory_nodes: Ok(nodes), zone_reclaim_failed: Some(failed), zone_reclaim_success: Some(0) }
+        ZoneReclaimFacts {
+            mode: Ok(mode),
+            memory_nodes: Ok(nodes),
+            zone_reclaim_failed: Some(failed),
+            zone_reclaim_success: Some(0),
+            failed_in_window: None,
+            direct_scan_in_window: None,
+            window_s: 0.0,
+        }
     }
 
     fn sev(o: Outcome) -> Option<Severity> {
@@ -142,6 +172,23 @@ mod tests {
         let Outcome::Found(f) = zone_reclaim(&facts(3, 2, 0)) else { panic!() };
         assert!(f.evidence[0].value.contains("write dirty pages"), "{:?}", f.evidence);
         assert!(f.fix.starts_with("sysctl -w vm.zone_reclaim_mode=0"));
+    }
+
+    #[test]
+    fn the_window_makes_it_critical_now() {
+        let now = |failed: u64, scanned: u64| ZoneReclaimFacts {
+            failed_in_window: Some(failed),
+            direct_scan_in_window: Some(scanned),
+            window_s: 5.0,
+            ..facts(1, 2, 0)
+        };
+        assert_eq!(sev(zone_reclaim(&now(0, 0))), Some(Severity::Warning));
+        let Outcome::Found(f) = zone_reclaim(&now(3, 0)) else { panic!() };
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.title.contains("costing now: 3 failures, 0 pages scanned directly in the last 5 s"), "{}", f.title);
+        assert_eq!(sev(zone_reclaim(&now(0, 800))), Some(Severity::Critical));
+        // one node: still harmless
+        assert_eq!(sev(zone_reclaim(&ZoneReclaimFacts { memory_nodes: Ok(1), ..now(3, 800) })), Some(Severity::Info));
     }
 
     #[test]

@@ -1,51 +1,53 @@
-//! /proc/buddyinfo: free blocks per order, per zone, the evidence of fragmentation.
+//! /proc/buddyinfo: free blocks per order in each zone of each node.
 //!
-//! Owns parsing `Node 0, zone   Normal    250    366 ...` lines (column k = free blocks of
-//! 2^k pages). Kept minimal; doctor calls it once (it allocates). Must never read the file.
+//! Owns parsing `Node 0, zone   Normal  250 366 166 ...` lines into [`Zone`]s (node, zone
+//! name, free blocks of order 0, 1, 2 ...: a block of order n is 2^n pages). Used by
+//! `doctor` (once per run, so it allocates a small vector per zone). Must never read a file.
 
 use super::{ParseError, numbered_lines, parse_u64, words};
 
-/// One zone's line.
+/// One zone's free lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuddyZone {
+pub struct Zone {
     /// NUMA node.
     pub node: u32,
-    /// Zone name (`DMA`, `DMA32`, `Normal`, `Movable`).
-    pub zone: String,
-    /// Free blocks of order 0, 1, 2, ...
+    /// `DMA`, `DMA32`, `Normal`, `Movable`...
+    pub name: String,
+    /// Free blocks of each order, order 0 first.
     pub free: Vec<u64>,
 }
 
-impl BuddyZone {
-    /// Free blocks of order `order` or higher (each big enough for an order-`order` request).
-    pub fn free_at_or_above(&self, order: u32) -> u64 {
-        self.free.iter().skip(order as usize).fold(0u64, |a, &b| a.saturating_add(b))
+impl Zone {
+    /// Free blocks of order `min_order` or higher.
+    pub fn blocks_from(&self, min_order: usize) -> u64 {
+        self.free.iter().skip(min_order).sum()
     }
 }
 
-/// Every zone of a /proc/buddyinfo text.
-pub fn parse(file: &'static str, buf: &[u8]) -> Result<Vec<BuddyZone>, ParseError> {
-    let mut out = Vec::new();
+/// Parse a /proc/buddyinfo text; a garbled or cut-short line is an error naming it.
+pub fn parse(file: &'static str, buf: &[u8]) -> Result<Vec<Zone>, ParseError> {
+    let mut zones = Vec::new();
     for (no, line) in numbered_lines(buf) {
+        let bad = || ParseError::new(file, no, "expected `Node N, zone NAME count...`");
         let mut w = words(line);
-        let (Some(b"Node"), Some(node), Some(b"zone"), Some(zone)) = (w.next(), w.next(), w.next(), w.next()) else {
-            return Err(ParseError::new(file, no, "expected `Node N, zone NAME counts...`"));
-        };
-        let node = node.strip_suffix(b",").and_then(parse_u64).and_then(|n| u32::try_from(n).ok()).ok_or(ParseError::new(
-            file,
-            no,
-            "bad node number",
-        ))?;
+        if w.next() != Some(b"Node".as_slice()) {
+            return Err(bad());
+        }
+        let node = w.next().and_then(|n| n.strip_suffix(b",")).and_then(parse_u64).and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)?;
+        if w.next() != Some(b"zone".as_slice()) {
+            return Err(bad());
+        }
+        let name = String::from_utf8_lossy(w.next().ok_or_else(bad)?).into_owned();
         let free = w.map(parse_u64).collect::<Option<Vec<u64>>>().ok_or(ParseError::new(file, no, "bad count"))?;
         if free.is_empty() {
             return Err(ParseError::new(file, no, "no counts"));
         }
-        out.push(BuddyZone { node, zone: String::from_utf8_lossy(zone).into_owned(), free });
+        zones.push(Zone { node, name, free });
     }
-    if out.is_empty() {
+    if zones.is_empty() {
         return Err(ParseError::new(file, 0, "no zones"));
     }
-    Ok(out)
+    Ok(zones)
 }
 
 #[cfg(test)]
@@ -53,22 +55,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_host_capture() {
-        let z = parse("buddyinfo", include_bytes!("../../tests/fixtures/proc/6.18.44-host/buddyinfo")).unwrap();
-        assert_eq!(z.len(), 3);
-        assert_eq!(z[2].zone, "Normal");
-        assert_eq!(z[2].free.len(), 11);
-        assert_eq!(z[2].free[0], 250);
-        assert_eq!(z[2].free_at_or_above(10), 102);
-        assert_eq!(z[2].free_at_or_above(11), 0);
+    fn zones_and_orders() {
+        let z = parse(
+            "buddyinfo",
+            b"Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3 \n\
+              Node 1, zone   Normal    250    366    166    232    145    138    160     81     49     29    102 \n",
+        )
+        .unwrap();
+        assert_eq!(z.len(), 2);
+        assert_eq!((z[1].node, z[1].name.as_str(), z[1].free.len()), (1, "Normal", 11));
+        assert_eq!(z[1].blocks_from(3), 232 + 145 + 138 + 160 + 81 + 49 + 29 + 102);
     }
 
     #[test]
-    fn garbled() {
+    fn garbled_and_truncated() {
         assert!(parse("buddyinfo", b"").is_err());
+        assert!(parse("buddyinfo", b"Node 0 zone Normal 1 2\n").is_err());
+        assert!(parse("buddyinfo", b"Node 0, zone Normal 1 x\n").is_err());
         assert!(parse("buddyinfo", b"Node 0, zone Normal\n").is_err());
-        assert!(parse("buddyinfo", b"Node x, zone Normal 1 2\n").is_err());
-        assert!(parse("buddyinfo", b"Node 0, zone Normal 1 -2\n").is_err());
-        assert!(parse("buddyinfo", b"hello\n").is_err());
+        assert!(parse("buddyinfo", b"Node 0, zone Normal 1 2").is_err(), "the cut-short last line is dropped: no zones");
     }
 }
