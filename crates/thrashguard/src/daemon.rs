@@ -422,7 +422,8 @@ impl Guard {
             let Ok((mut stream, _)) = status.listener.accept() else { break };
             let now = self.sampler.now();
             let (mut body, mut len, at) = std::mem::take(&mut self.status_cache);
-            if at.is_none_or(|t| now.saturating_sub(t) >= STATUS_REUSE) {
+            let fresh = at.filter(|t| now.saturating_sub(*t) < STATUS_REUSE);
+            if fresh.is_none() {
                 let host = std::mem::take(&mut self.host_name);
                 let mut w = BodyWriter::new(&mut body);
                 let _ = self.write_status(&mut w, &host);
@@ -432,7 +433,7 @@ impl Guard {
             // A client too slow to take a few KiB at once gets nothing: the guard never waits.
             let _ = stream.set_nonblocking(true);
             let _ = std::io::Write::write(&mut stream, &body[..len]);
-            self.status_cache = (body, len, Some(at.filter(|t| now.saturating_sub(*t) < STATUS_REUSE).unwrap_or(now)));
+            self.status_cache = (body, len, Some(fresh.unwrap_or(now)));
         }
         self.status = Some(status);
     }
@@ -741,12 +742,7 @@ impl Guard {
 
     /// Scan every process of /proc, timing it for the metrics.
     fn timed_scan(&mut self, swap_in_use: bool) -> ScanStats {
-        let t = Instant::now();
-        let stats = self.scanner.scan_with(None, swap_in_use);
-        if let Some(m) = &self.metrics {
-            m.scan(t.elapsed());
-        }
-        stats
+        timed_scan(&mut self.scanner, self.metrics.as_ref(), None, swap_in_use)
     }
 
     /// Reap the memory of what was just killed (process_mrelease), once whoever asked has
@@ -802,17 +798,7 @@ impl Guard {
             }
             _ => None,
         };
-        let stats = match members {
-            Some(m) => {
-                let t = Instant::now();
-                let stats = self.scanner.scan_with(Some(m), swap_in_use);
-                if let Some(metrics) = &self.metrics {
-                    metrics.scan(t.elapsed());
-                }
-                stats
-            }
-            None => self.timed_scan(swap_in_use),
-        };
+        let stats = timed_scan(&mut self.scanner, self.metrics.as_ref(), members, swap_in_use);
         self.scanned_at = Some(self.sampler.now());
         if let ScopeRef::Node(i) = scope
             && let Some(n) = self.nodes.get(i)
@@ -920,6 +906,17 @@ impl Guard {
         };
         Some(s.available.pct_of(s.total))
     }
+}
+
+/// Scan `members` (or every process of /proc), timing it for the metrics. A function of
+/// the fields it needs, so a caller can pass members borrowed from the guard.
+fn timed_scan(scanner: &mut Scanner, metrics: Option<&Metrics>, members: Option<&[u32]>, swap_in_use: bool) -> ScanStats {
+    let t = Instant::now();
+    let stats = scanner.scan_with(members, swap_in_use);
+    if let Some(m) = metrics {
+        m.scan(t.elapsed());
+    }
+    stats
 }
 
 fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str, scan_ms: f64, scanned: u32, scope: &str) {

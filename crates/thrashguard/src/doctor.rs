@@ -29,16 +29,31 @@ pub enum Scope {
     Lifeline,
 }
 
-fn read(proc_root: &Path, rel: &str) -> Fact<String> {
-    let path = proc_root.join(rel);
+/// The text of `root/rel`, or what kept it from being read (the doctor rules' readers share it).
+pub(crate) fn read(root: &Path, rel: &str) -> Fact<String> {
+    let path = root.join(rel);
     fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A file holding one number (`sys/vm/min_free_kbytes`).
+pub(crate) fn read_u64(root: &Path, rel: &str) -> Fact<u64> {
+    read(root, rel).and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("{rel}: not a number: {:?}", t.trim())))
+}
+
+/// MemTotal from `meminfo`, KiB.
+pub(crate) fn mem_total_kib(proc_root: &Path) -> Fact<u64> {
+    read(proc_root, "meminfo")
+        .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()))
+}
+
+/// Whether `proc_root` is the live procfs (not a captured tree).
+pub(crate) fn is_live(proc_root: &Path) -> bool {
+    fs::File::open(proc_root).is_ok_and(|d| crate::procdir::is_procfs(std::os::fd::AsFd::as_fd(&d)))
+}
+
 fn reserve_facts(proc_root: &Path, sampled: &Sampled) -> ReserveFacts {
-    let min_free_kbytes = read(proc_root, "sys/vm/min_free_kbytes")
-        .and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("sys/vm/min_free_kbytes: not a number: {:?}", t.trim())));
-    let mem_total_kib = read(proc_root, "meminfo")
-        .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()));
+    let min_free_kbytes = read_u64(proc_root, "sys/vm/min_free_kbytes");
+    let mem_total_kib = mem_total_kib(proc_root);
     let pfmemalloc_drop = read(proc_root, "net/netstat")
         .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
     let pfmemalloc_window = sampled.net.as_ref().ok().and_then(|w| Some((w.delta("TcpExt PFMemallocDrop")?, w.seconds)));
@@ -96,8 +111,7 @@ pub fn sample(proc_root: &Path, window: std::time::Duration) -> Sampled {
         let [vmstat, net, pressure] = first.map(|f| f.map(Window::single));
         return Sampled { vmstat, net, pressure };
     }
-    let live = fs::File::open(proc_root).is_ok_and(|d| crate::procdir::is_procfs(std::os::fd::AsFd::as_fd(&d)));
-    let seconds = if live {
+    let seconds = if is_live(proc_root) {
         let t0 = std::time::Instant::now();
         std::thread::sleep(window);
         t0.elapsed().as_secs_f64()

@@ -18,10 +18,7 @@ use thrashguard_core::doctor::window::Sampled;
 use thrashguard_core::doctor::{Fact, Report, knobs, nodes, overcommit, reclaim, thp, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
-fn read(root: &Path, rel: &str) -> Fact<String> {
-    let path = root.join(rel);
-    fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-}
+use crate::doctor::read;
 
 /// Every user process under `proc_root` (kernel threads and zombies have no VmRSS and are
 /// left out; a process gone between listing and reading is skipped).

@@ -22,25 +22,13 @@ use thrashguard_core::doctor::window::Sampled;
 use thrashguard_core::doctor::{EXIT_FAILED, EXIT_OK, Fact, Report};
 use thrashguard_core::parse::{self, kmsg};
 
+use crate::doctor::{is_live, mem_total_kib, read, read_u64};
+
 /// What the kernel-log and network rules take from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// `--kmsg FILE`: read the kernel log from this file instead of /dev/kmsg.
     pub kmsg: Option<PathBuf>,
-}
-
-fn read(root: &Path, rel: &str) -> Fact<String> {
-    let path = root.join(rel);
-    fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn read_u64(root: &Path, rel: &str) -> Fact<u64> {
-    read(root, rel).and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("{rel}: not a number: {:?}", t.trim())))
-}
-
-/// Whether `proc_root` is the live procfs (not a captured tree).
-pub fn is_live(proc_root: &Path) -> bool {
-    fs::File::open(proc_root).is_ok_and(|d| crate::procdir::is_procfs(std::os::fd::AsFd::as_fd(&d)))
 }
 
 /// Every record /dev/kmsg holds now, without waiting for new ones.
@@ -91,11 +79,6 @@ pub fn kernel_log(proc_root: &Path, opts: &Options) -> Fact<KernelLog> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| (s * 1e6) as u64);
     Ok(KernelLog { source, entries: kmsg::parse(&text), now_usec })
-}
-
-fn mem_total_kib(proc_root: &Path) -> Fact<u64> {
-    read(proc_root, "meminfo")
-        .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()))
 }
 
 fn alloc_facts(proc_root: &Path, log: &Fact<KernelLog>) -> AllocFacts {

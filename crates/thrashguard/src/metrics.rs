@@ -84,11 +84,6 @@ fn vector<V: prometheus::core::Collector + Clone + 'static>(
     register(r, make(Opts::new(name, help), labels).expect("valid metric"))
 }
 
-/// One pre-made child per label value of a vector.
-fn labelled<T, const N: usize>(values: [&str; N], make: impl Fn(&str) -> T) -> [T; N] {
-    values.map(make)
-}
-
 impl Metrics {
     /// Every metric, registered, at zero.
     #[allow(clippy::expect_used)]
@@ -149,7 +144,7 @@ impl Metrics {
                 "thrashguard_memory_headroom_trend_bytes_per_second",
                 "Slope of headroom over the last 5 s (negative: shrinking); 0 until known",
             ),
-            refaults: labelled(["anon", "file"], |k| refaults.with_label_values(&[k])),
+            refaults: ["anon", "file"].map(|k| refaults.with_label_values(&[k])),
             majfaults: gauge(&r, "thrashguard_major_faults_per_second", "Major page faults per second over the trailing second"),
             phase: Phase::ALL.map(|p| phase.with_label_values(&[p.as_str()])),
             scopes_under_pressure: int_gauge(

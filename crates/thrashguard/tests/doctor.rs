@@ -2,27 +2,15 @@
 //! set-up, one with most files missing, one with garbled files) and the live machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-struct Tree(PathBuf);
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{Tree, write};
 
+/// An empty captured tree for one test.
 fn tree(tag: &str) -> Tree {
-    let dir = std::env::temp_dir().join(format!("tg-doctor-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Tree(dir)
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
+    common::tree(&format!("doctor-{tag}"))
 }
 
 /// Run thrashguard; (exit code, parsed JSON of stdout).

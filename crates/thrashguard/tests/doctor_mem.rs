@@ -9,13 +9,8 @@ use std::process::Command;
 
 const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/fixtures/proc/6.18.44-host-mm");
 
-/// A copy of the capture in a temp dir; the captured `pid` becomes process 4242.
-struct Tree(PathBuf);
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Tree;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -26,25 +21,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[allow(dead_code)] // helpers for the rules still to come
-impl Tree {
-    fn new(tag: &str) -> Tree {
-        let dir = std::env::temp_dir().join(format!("tg-doctor-mem-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        copy_dir(Path::new(CAPTURE), &dir);
-        std::fs::rename(dir.join("proc/pid"), dir.join("proc/4242")).unwrap();
-        Tree(dir)
-    }
+/// A copy of the capture in a temp dir; the captured `pid` becomes process 4242.
+fn captured(tag: &str) -> Tree {
+    let t = common::tree(&format!("doctor-mem-{tag}"));
+    copy_dir(Path::new(CAPTURE), &t.0);
+    std::fs::rename(t.0.join("proc/pid"), t.0.join("proc/4242")).unwrap();
+    t
+}
 
+impl Tree {
     fn proc(&self) -> PathBuf {
         self.0.join("proc")
     }
 
     /// Write a file under the tree (`proc/...` or `sys/...`).
     fn write(&self, rel: &str, text: &str) {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        common::write(&self.0, rel, text);
     }
 
     fn read(&self, rel: &str) -> String {
@@ -147,7 +139,7 @@ fn text(v: &serde_json::Value) -> String {
 
 #[test]
 fn the_captured_host_as_it_was() {
-    let t = Tree::new("asis");
+    let t = captured("asis");
     let (_, v) = t.doctor("5");
     let clear: &[&str] = &[
         "direct-reclaim",
@@ -170,7 +162,7 @@ fn the_captured_host_as_it_was() {
 
 #[test]
 fn direct_reclaim_staged() {
-    let t = Tree::new("direct");
+    let t = captured("direct");
     assert_eq!(t.outcome("direct-reclaim", "5").0, "clear");
     t.counters("proc/vmstat.later", &[("allocstall_normal", 40), ("pgscan_direct", 9000), ("pgscan_kswapd", 20000)]);
     let (sev, f) = t.outcome("direct-reclaim", "5");
@@ -203,7 +195,7 @@ fn stall_later(t: &Tree, add_us: u64) {
 
 #[test]
 fn thrashing_staged() {
-    let t = Tree::new("thrash");
+    let t = captured("thrash");
     assert_eq!(t.outcome("thrashing", "5").0, "clear");
     t.process(812, "java", 7_900_000, 900_000);
     t.process(813, "hog", 3_000_000, 0);
@@ -226,7 +218,7 @@ fn thrashing_staged() {
 
 #[test]
 fn swap_setup_staged() {
-    let t = Tree::new("swap");
+    let t = captured("swap");
     // the capture has no swap at all
     let (sev, f) = t.outcome("swap-setup", "5");
     assert_eq!(sev, "info", "{f:#}");
@@ -256,7 +248,7 @@ fn swap_setup_staged() {
 
 #[test]
 fn overcommit_staged() {
-    let t = Tree::new("overcommit");
+    let t = captured("overcommit");
     assert_eq!(t.outcome("overcommit", "5").0, "clear");
     // strict mode with 95 % of the limit committed
     t.write("proc/sys/vm/overcommit_memory", "2\n");
@@ -278,7 +270,7 @@ fn overcommit_staged() {
 
 #[test]
 fn thp_staged() {
-    let t = Tree::new("thp");
+    let t = captured("thp");
     assert_eq!(t.outcome("thp", "5").0, "clear", "madvise/madvise as captured");
     t.write("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n");
     t.write("sys/kernel/mm/transparent_hugepage/defrag", "[always] defer defer+madvise madvise never\n");
@@ -300,7 +292,7 @@ fn thp_staged() {
 
 #[test]
 fn compaction_staged() {
-    let t = Tree::new("compaction");
+    let t = captured("compaction");
     assert_eq!(t.outcome("compaction", "5").0, "clear");
     t.counters("proc/vmstat.later", &[("compact_stall", 40), ("compact_fail", 31), ("compact_success", 9)]);
     let (sev, f) = t.outcome("compaction", "5");
@@ -317,7 +309,7 @@ fn compaction_staged() {
 
 #[test]
 fn dirty_limits_staged() {
-    let t = Tree::new("dirty");
+    let t = captured("dirty");
     // the capture: 20 % of 23.5 GiB = 4.7 GiB, nothing much dirty
     let (sev, f) = t.outcome("dirty-limits", "5");
     assert_eq!(sev, "info", "{f:#}");
@@ -351,7 +343,7 @@ fn two_nodes(t: &Tree, free0: u64, free1: u64) {
 
 #[test]
 fn numa_imbalance_staged() {
-    let t = Tree::new("numa-imbalance");
+    let t = captured("numa-imbalance");
     assert_eq!(t.outcome("numa-imbalance", "5").0, "clear", "one node as captured");
     two_nodes(&t, 6_000_000, 5_000_000);
     assert_eq!(t.outcome("numa-imbalance", "5").0, "clear");
@@ -365,7 +357,7 @@ fn numa_imbalance_staged() {
 
 #[test]
 fn numa_placement_staged() {
-    let t = Tree::new("numa-placement");
+    let t = captured("numa-placement");
     assert_eq!(t.outcome("numa-placement", "5").0, "clear", "one node as captured");
     two_nodes(&t, 3_000_000, 3_000_000);
     t.process(777, "bigdb", 9_000_000, 0);
@@ -382,7 +374,7 @@ fn numa_placement_staged() {
 
 #[test]
 fn zone_reclaim_judged_over_the_window() {
-    let t = Tree::new("zone-window");
+    let t = captured("zone-window");
     two_nodes(&t, 3_000_000, 3_000_000);
     t.write("proc/sys/vm/zone_reclaim_mode", "1\n");
     assert_eq!(t.outcome("zone-reclaim", "5").0, "warning", "on, no failures");
@@ -397,7 +389,7 @@ fn zone_reclaim_judged_over_the_window() {
 
 #[test]
 fn max_map_count_staged() {
-    let t = Tree::new("maps");
+    let t = captured("maps");
     assert_eq!(t.outcome("max-map-count", "5").0, "clear", "37 mappings of 65530");
     t.process(900, "java", 1_000_000, 0);
     let line = t.read("proc/4242/maps").lines().next().unwrap().to_string() + "\n";
@@ -413,7 +405,7 @@ fn max_map_count_staged() {
 
 #[test]
 fn vm_extremes_staged() {
-    let t = Tree::new("extremes");
+    let t = captured("extremes");
     assert_eq!(t.outcome("vm-extremes", "5").0, "clear");
     t.write("proc/sys/vm/vfs_cache_pressure", "0\n");
     let (sev, f) = t.outcome("vm-extremes", "5");
@@ -430,7 +422,7 @@ fn vm_extremes_staged() {
 
 #[test]
 fn hugepages_and_oom_protection_staged() {
-    let t = Tree::new("hugepages");
+    let t = captured("hugepages");
     assert_eq!(t.outcome("hugepages", "5").0, "clear");
     assert_eq!(t.outcome("oom-protection", "5").0, "clear");
     // 4 GiB pool of 2 MiB pages, all free

@@ -9,24 +9,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-struct Tree(PathBuf);
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::{Tree, write};
 
+/// An empty captured tree for one test.
 fn tree(tag: &str) -> Tree {
-    let dir = std::env::temp_dir().join(format!("tg-doctor-net-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Tree(dir)
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
+    common::tree(&format!("doctor-net-{tag}"))
 }
 
 fn fixture(rel: &str) -> PathBuf {
@@ -403,20 +391,27 @@ fn watchdog(pid: u32) {
     });
 }
 
-#[test]
-fn watch_prints_what_appears_and_clears_then_exits_on_sigterm() {
-    let t = tree("watch");
-    let (proc, sys) = captured(&t);
-    let kmsg = fixture("kmsg/6.18.44-host.kmsg");
+/// `doctor --window 0 --watch 0.2 EXTRA` over a captured tree, under the watchdog; the
+/// child and its stdout lines.
+fn watch(proc: &Path, sys: &Path, extra: &[&str]) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-        .args(["--proc-root", proc.to_str().unwrap(), "--sys-root", sys.to_str().unwrap(), "doctor", "--json", "--window", "0"])
-        .args(["--kmsg", kmsg.to_str().unwrap(), "--watch", "0.2"])
+        .args(["--proc-root", proc.to_str().unwrap(), "--sys-root", sys.to_str().unwrap(), "doctor", "--window", "0", "--watch", "0.2"])
+        .args(extra)
         .env_remove("THRASHGUARD_CONFIG")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     watchdog(child.id());
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn watch_prints_what_appears_and_clears_then_exits_on_sigterm() {
+    let t = tree("watch");
+    let (proc, sys) = captured(&t);
+    let kmsg = fixture("kmsg/6.18.44-host.kmsg");
+    let (mut child, mut lines) = watch(&proc, &sys, &["--json", "--kmsg", kmsg.to_str().unwrap()]);
     let mut next = |what: &str| -> serde_json::Value {
         loop {
             let line = lines.next().unwrap_or_else(|| panic!("stdout closed waiting for {what}")).unwrap();
@@ -443,14 +438,7 @@ fn watch_text_lines() {
     let t = tree("watchtext");
     let (proc, sys) = captured(&t);
     write(&proc, "sys/kernel/sysrq", "176\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-        .args(["--proc-root", proc.to_str().unwrap(), "--sys-root", sys.to_str().unwrap(), "doctor", "--window", "0", "--watch", "0.2"])
-        .env_remove("THRASHGUARD_CONFIG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    watchdog(child.id());
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = watch(&proc, &sys, &[]);
     let line = loop {
         let l = lines.next().unwrap().unwrap();
         if l.contains("[sysrq]") {

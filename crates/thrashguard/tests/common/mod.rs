@@ -68,3 +68,27 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A temporary directory, removed when dropped.
+pub struct Tree(pub std::path::PathBuf);
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty temporary directory for `tag` (unique per test process).
+pub fn tree(tag: &str) -> Tree {
+    let dir = std::env::temp_dir().join(format!("tg-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Tree(dir)
+}
+
+/// Write `root/rel`, creating its directories.
+pub fn write(root: &std::path::Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
