@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod history;
 pub mod lifeline;
 pub mod parse;
 pub mod policy;

@@ -93,7 +93,7 @@ impl Default for PolicyConfig {
 }
 
 /// Why a scope is rescued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Sustained full stall while the working set is refaulted back in.
@@ -135,7 +135,7 @@ impl Reason {
 }
 
 /// What the policy measured at one step: the numbers behind every decision and log line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Sample time.
     pub at: Micros,
