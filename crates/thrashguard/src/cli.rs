@@ -126,6 +126,9 @@ pub enum Command {
         /// Show only processes whose name matches this regular expression
         #[arg(long, value_name = "REGEX", value_parser = regex)]
         filter: Option<regex_lite::Regex>,
+        /// Panic after the first frame (tests: the terminal must be restored)
+        #[arg(long, hide = true)]
+        test_panic: bool,
     },
     /// Check the configuration file and exit (78 when it is invalid)
     CheckConfig,
@@ -288,7 +291,7 @@ pub fn run(cli: Cli) -> i32 {
                 }
             })
         }
-        Command::Top { interval, count, once, filter } => {
+        Command::Top { interval, count, once, filter, test_panic } => {
             if let Some(why) = crate::top::needs_terminal(once) {
                 eprintln!("thrashguard: error: {why}");
                 return exit::USAGE;
@@ -299,6 +302,7 @@ pub fn run(cli: Cli) -> i32 {
                 once,
                 filter,
                 proc_root: cli.proc_root.clone(),
+                test_panic,
             };
             crate::top::run(&cfg, &args)
         }

@@ -56,6 +56,8 @@ pub struct TopArgs {
     pub filter: Option<regex_lite::Regex>,
     /// Where /proc is.
     pub proc_root: PathBuf,
+    /// Panic after the first frame (tests of the panic hook).
+    pub test_panic: bool,
 }
 
 /// The last action a guard reported: pid, name, scope.
@@ -200,7 +202,7 @@ pub fn run(cfg: &Config, args: &TopArgs) -> Result<()> {
     if args.once {
         return once(&mut c, args.interval);
     }
-    interactive(&mut c, args.interval)
+    interactive(&mut c, args.interval, args.test_panic)
 }
 
 /// `--once`: two samples an interval apart (rates need two), one frame as text on stdout.
@@ -218,10 +220,17 @@ fn once(c: &mut Collector, interval: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Leave the alternate screen, show the cursor, leave raw mode. Safe to call twice.
+/// Whether top has the terminal in raw mode on the alternate screen.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Leave the alternate screen, show the cursor, leave raw mode; only once (leaving the
+/// alternate screen a second time would move the cursor back to where it was saved, over
+/// whatever was printed since, such as a panic's message).
 fn restore_terminal() {
-    let _ = execute!(std::io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
-    let _ = terminal::disable_raw_mode();
+    if TAKEN.swap(false, Ordering::SeqCst) {
+        let _ = execute!(std::io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
+        let _ = terminal::disable_raw_mode();
+    }
 }
 
 /// Restores the terminal when dropped: on return, on error and on unwinding.
@@ -234,7 +243,7 @@ impl Drop for Restore {
 }
 
 /// The live view until q, Esc, Ctrl-C or a signal.
-fn interactive(c: &mut Collector, interval: Duration) -> Result<()> {
+fn interactive(c: &mut Collector, interval: Duration, test_panic: bool) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -246,6 +255,7 @@ fn interactive(c: &mut Collector, interval: Duration) -> Result<()> {
         previous(info);
     }));
     let _restore = Restore;
+    TAKEN.store(true, Ordering::SeqCst);
     terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
     execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
     let mut term = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
@@ -265,6 +275,9 @@ fn interactive(c: &mut Collector, interval: Duration) -> Result<()> {
         if dirty {
             term.draw(|f| top_view::render(&c.model, f.area(), f.buffer_mut()))?;
             dirty = false;
+            if test_panic {
+                panic!("--test-panic: panicking after the first frame");
+            }
         }
         if !event::poll(next.saturating_duration_since(Instant::now()).min(KEY_WAIT))? {
             continue;
@@ -317,7 +330,14 @@ mod tests {
 
     #[test]
     fn collects_this_host_twice_with_rates() {
-        let args = TopArgs { interval: Duration::from_millis(100), count: 5, once: true, filter: None, proc_root: "/proc".into() };
+        let args = TopArgs {
+            interval: Duration::from_millis(100),
+            count: 5,
+            once: true,
+            filter: None,
+            proc_root: "/proc".into(),
+            test_panic: false,
+        };
         let mut cfg = Config::default();
         cfg.guard.status_socket.clear();
         let mut c = Collector::new(&cfg, &args).expect("collector");
