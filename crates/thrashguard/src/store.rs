@@ -324,37 +324,77 @@ fn summary(e: &Event) -> String {
     )
 }
 
+/// Whether `path` could be created: the nearest existing ancestor directory is writable.
+/// Creates nothing.
+fn creatable(path: &Path) -> Result<(), String> {
+    let mut dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                use rustix::fs::Access;
+                return rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK)
+                    .map_err(|e| format!("cannot write in {}: {}", dir.display(), std::io::Error::from(e)));
+            }
+            Ok(_) => return Err(format!("{} is not a directory", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match dir.parent() {
+                Some(up) if !up.as_os_str().is_empty() => dir = up,
+                _ => return Ok(()),
+            },
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+}
+
 /// The writer thread's side: the store, or why there is none.
 struct Sink {
     path: PathBuf,
     keep: Duration,
     store: Option<Store>,
+    /// "events will only be logged" was said (it is said once).
+    reported: bool,
 }
 
 impl Sink {
+    /// At start: an existing database is opened and checked now (moved aside when
+    /// corrupt); a missing one is created with the first event, so that a guard that never
+    /// acts leaves nothing behind, but whether it could be is checked now.
     fn open(path: PathBuf, keep: Duration) -> Sink {
-        let store = match open_or_recover(&path, keep) {
+        let mut sink = Sink { path, keep, store: None, reported: false };
+        if sink.path.exists() {
+            sink.connect();
+        } else if let Err(why) = creatable(&sink.path) {
+            sink.unusable(&why);
+        }
+        sink
+    }
+
+    fn unusable(&mut self, why: &str) {
+        if !self.reported {
+            warn!("history {}: {why}; events will only be logged", self.path.display());
+            self.reported = true;
+        }
+    }
+
+    fn connect(&mut self) {
+        match open_or_recover(&self.path, self.keep) {
             Ok((s, note)) => {
                 if let Some(note) = note {
-                    warn!("history {}: {note}", path.display());
+                    warn!("history {}: {note}", self.path.display());
                 }
-                Some(s)
+                if self.reported {
+                    info!("history {}: writable now", self.path.display());
+                    self.reported = false;
+                }
+                self.store = Some(s);
             }
-            Err(why) => {
-                warn!("history {}: {why}; events will only be logged", path.display());
-                None
-            }
-        };
-        Sink { path, keep, store }
+            Err(why) => self.unusable(&why),
+        }
     }
 
     fn write(&mut self, e: &mut Event) {
         if self.store.is_none() {
-            // quietly try again: the directory may have appeared (or a disk been freed)
-            if let Ok((s, note)) = open_or_recover(&self.path, self.keep) {
-                info!("history {}: writable now{}", self.path.display(), note.map(|n| format!(" ({n})")).unwrap_or_default());
-                self.store = Some(s);
-            }
+            // first event, or quietly again: the directory may have appeared, a disk been freed
+            self.connect();
         }
         let Some(store) = &mut self.store else {
             info!("history event (not stored): {}", summary(e));
@@ -376,7 +416,7 @@ impl Sink {
                         self.store = Some(s);
                     }
                     Err(why) => {
-                        warn!("history {}: {first} ({why}); events will only be logged", self.path.display());
+                        self.unusable(&format!("{first} ({why})"));
                         info!("history event (not stored): {}", summary(e));
                     }
                 }
@@ -423,7 +463,8 @@ pub enum Refused {
 }
 
 impl Writer {
-    /// Start the writer thread (`tg-history`), which opens the database itself. It reads
+    /// Start the writer thread (`tg-history`), which checks (and opens, when it exists) the
+    /// database itself. It reads
     /// victims' command lines under `proc_root`.
     pub fn spawn(cfg: &HistoryConfig, proc_root: &Path) -> std::io::Result<Writer> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
