@@ -26,7 +26,35 @@ pub struct Config {
     pub lifeline: LifelineConfig,
     /// `[metrics]`: the Prometheus endpoint (off unless an address is given).
     pub metrics: MetricsConfig,
+    /// `[history]`: the event store (`thrashguard history`).
+    pub history: HistoryConfig,
 }
+
+/// `[history]` (docs/history.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Store an event for every action.
+    pub enabled: bool,
+    /// The SQLite database.
+    pub path: String,
+    /// Seconds of timeline kept before the action.
+    pub before_s: u32,
+    /// Seconds of timeline after the action; the event is stored once they have passed.
+    pub after_s: u32,
+    /// Events older than this many days are deleted.
+    pub keep_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { enabled: true, path: "/var/lib/thrashguard/history.db".into(), before_s: 60, after_s: 30, keep_days: 90 }
+    }
+}
+
+/// Seconds of timeline the guard's ring keeps (its 1 Hz tier): `history.before_s +
+/// history.after_s` must fit.
+pub const HISTORY_RING_S: u32 = 600;
 
 /// `[metrics]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +265,17 @@ impl Config {
         range("guard.max_processes", g.max_processes, 64, 4_194_304, "must be within 64..=4194304")?;
         range("cgroups.max_scopes", self.cgroups.max_scopes, 0, 4096, "must be within 0..=4096")?;
         self.metrics.address()?;
+        let h = &self.history;
+        range("history.before_s", h.before_s, 0, HISTORY_RING_S - 1, "must be within 0..=599")?;
+        range("history.after_s", h.after_s, 1, HISTORY_RING_S - h.before_s, "must be within 1..=600 - history.before_s")?;
+        range("history.keep_days", h.keep_days, 1, 36_500, "must be within 1..=36500")?;
+        if h.enabled && h.path.trim().is_empty() {
+            return Err(ConfigError::Range {
+                key: "history.path",
+                value: "\"\"".into(),
+                rule: "must be a file path (or history.enabled = false)",
+            });
+        }
         let l = &self.lifeline;
         if l.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Range { key: "lifeline.listen", value: format!("{:?}", l.listen), rule: "must be ADDRESS:PORT" });
@@ -291,6 +330,17 @@ mod tests {
         assert!(matches!(e, ConfigError::Range { key: "policy.sustain_corroborated_ms", .. }), "{e}");
         let e = Config::parse("[victim]\nprefer = [\"(unclosed\"]\n").unwrap_err();
         assert!(matches!(e, ConfigError::Range { key: "victim.prefer", .. }), "{e}");
+        let e = Config::parse("[history]\nafter_s = 0\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.after_s", .. }), "{e}");
+        let e = Config::parse("[history]\nbefore_s = 500\nafter_s = 200\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.after_s", .. }), "{e}");
+        let e = Config::parse("[history]\nkeep_days = 0\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.keep_days", .. }), "{e}");
+        let e = Config::parse("[history]\npath = \"\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.path", .. }), "{e}");
+        assert!(Config::parse("[history]\nenabled = false\npath = \"\"\n").is_ok());
+        let e = Config::parse("[history]\nkeep = 3\n").unwrap_err().to_string();
+        assert!(e.contains("keep"), "{e}");
         let e = Config::parse("[guard]\naction = \"explode\"\n").unwrap_err().to_string();
         assert!(e.contains("explode") || e.contains("action"), "{e}");
     }

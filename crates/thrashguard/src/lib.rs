@@ -4,7 +4,8 @@
 //! `thrashguard_core::policy` decides, [`scan`] lists and ranks victims, [`act`] signals,
 //! [`daemon`] ties them into the guard loop, [`metrics`] serves what it
 //! measured to Prometheus, [`record`] and [`replay`] move traces in and
-//! out, [`cli`] is the command line. Decisions are never made here: only in the core crate.
+//! out, [`store`] keeps the event history ([`history`] lists it), [`cli`] is the command
+//! line. Decisions are never made here: only in the core crate.
 
 pub mod act;
 pub mod cgroups;
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod doctor_mem;
 pub mod doctor_net;
+pub mod history;
 pub mod lifeline;
 pub mod logging;
 pub mod metrics;
@@ -25,3 +27,4 @@ pub mod sample;
 pub mod scan;
 pub mod sockdiag;
 pub mod status;
+pub mod store;
