@@ -356,12 +356,15 @@ struct Sink {
 
 impl Sink {
     /// At start: an existing database is opened and checked now (moved aside when
-    /// corrupt); a missing one is created with the first event, so that a guard that never
-    /// acts leaves nothing behind, but whether it could be is checked now.
+    /// corrupt), then closed again; a missing one is created with the first event, so that
+    /// a guard that never acts leaves nothing behind, but whether it could be is checked now.
+    /// Between events the database stays closed: an idle guard keeps no SQLite page cache
+    /// and, under mlockall, no SQLite code locked in memory.
     fn open(path: PathBuf, keep: Duration) -> Sink {
         let mut sink = Sink { path, keep, store: None, reported: false };
         if sink.path.exists() {
             sink.connect();
+            sink.store = None;
         } else if let Err(why) = creatable(&sink.path) {
             sink.unusable(&why);
         }
@@ -472,16 +475,24 @@ impl Writer {
         let (back, recycled) = std::sync::mpsc::sync_channel::<Vec<Point>>(QUEUE);
         let path = PathBuf::from(&cfg.path);
         let keep = Duration::from_secs(u64::from(cfg.keep_days) * 86_400);
+        // Checked here, on the caller's thread, before the guard drops its start-up pages and
+        // locks itself in memory (see `Sink::open`).
+        let mut sink = Sink::open(path, keep);
         let thread = std::thread::Builder::new().name("tg-history".into()).stack_size(1 << 20).spawn(move || {
-            let mut sink = Sink::open(path, keep);
-            for (mut e, victim) in rx {
-                if let Some(id) = victim.filter(|_| e.victim.cmdline.is_empty()) {
-                    e.victim.cmdline = cmdline_of(&proc_root, id);
+            while let Ok(first) = rx.recv() {
+                let mut job = Some(first);
+                while let Some((mut e, victim)) = job.take() {
+                    if let Some(id) = victim.filter(|_| e.victim.cmdline.is_empty()) {
+                        e.victim.cmdline = cmdline_of(&proc_root, id);
+                    }
+                    sink.write(&mut e);
+                    let mut timeline = std::mem::take(&mut e.timeline);
+                    timeline.clear();
+                    let _ = back.try_send(timeline);
+                    job = rx.try_recv().ok();
                 }
-                sink.write(&mut e);
-                let mut timeline = std::mem::take(&mut e.timeline);
-                timeline.clear();
-                let _ = back.try_send(timeline);
+                // nothing more waiting: closed until the next event
+                sink.store = None;
             }
         })?;
         Ok(Writer { tx: Some(tx), recycled, thread: Some(thread) })
