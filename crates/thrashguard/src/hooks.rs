@@ -10,6 +10,12 @@
 //! buses under /run/user for notify-send. It must never run anything on the guard thread,
 //! never make the guard wait, and never decide anything: what a notification says is
 //! rendered by the core.
+//!
+//! Signals: the thread blocks them all, so that SIGTERM wakes the guard thread out of its
+//! poll. It must unblock them while it starts a command (the child inherits its mask), and
+//! a SIGTERM or SIGINT taken by it in that moment would leave the guard asleep until its
+//! poll times out (seen: 4 s to stop); such a signal is sent again to the process once the
+//! mask is closed (see [`Forward`]).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -157,6 +163,7 @@ struct Plan {
     timeout: Duration,
     desktop: Option<DesktopPlan>,
     proc_root: PathBuf,
+    forward: Forward,
 }
 
 /// The handle the guard holds: a queue into the notification thread.
@@ -165,6 +172,70 @@ pub struct Notifier {
     tx: Option<SyncSender<ActionRecord>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The signal-hook actions of [`Forward`], removed at drop.
+    sig_ids: Vec<signal_hook::SigId>,
+}
+
+/// Signals the daemon handles (`daemon::main` registers them) that the notification
+/// thread sends again when one arrives while it has them unblocked to start a command.
+const FORWARDED: [(i32, rustix::process::Signal); 2] =
+    [(libc::SIGTERM, rustix::process::Signal::TERM), (libc::SIGINT, rustix::process::Signal::INT)];
+
+/// Flags raised by [`FORWARDED`] signals, looked at around each command's start.
+#[derive(Clone, Debug, Default)]
+pub struct Forward(Vec<(rustix::process::Signal, Arc<AtomicBool>)>);
+
+impl Forward {
+    /// Forward nothing (tests, or a process that handles none of the signals).
+    pub fn none() -> Forward {
+        Forward::default()
+    }
+
+    /// Watch each of [`FORWARDED`] that already has a handler (never turning a signal's
+    /// default action into a handled one). Returns the ids to unregister.
+    fn watch() -> (Forward, Vec<signal_hook::SigId>) {
+        let mut fwd = Forward::none();
+        let mut ids = Vec::new();
+        for (raw, sig) in FORWARDED {
+            if !has_handler(raw) {
+                continue;
+            }
+            let flag = Arc::new(AtomicBool::new(false));
+            if let Ok(id) = signal_hook::flag::register(raw, Arc::clone(&flag)) {
+                fwd.0.push((sig, flag));
+                ids.push(id);
+            }
+        }
+        (fwd, ids)
+    }
+
+    fn lower(&self) {
+        for (_, f) in &self.0 {
+            f.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Send again, to the whole process, each signal that arrived since [`Forward::lower`]:
+    /// this thread blocks it now, so it lands on one that waits for it. (When the guard
+    /// thread had taken it itself, it sees it twice: both only set its stop flag.)
+    fn resend(&self) {
+        for (sig, f) in &self.0 {
+            if f.swap(false, Ordering::SeqCst) {
+                log::debug!("notify: {sig:?} arrived while starting a command; sent again for the guard thread");
+                let _ = rustix::process::kill_process(rustix::process::getpid(), *sig);
+            }
+        }
+    }
+}
+
+/// Whether `sig` has a handler installed (not the default action, not ignored).
+fn has_handler(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`, a
+    // zeroed (valid) plain C struct of the right type.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN
+    }
 }
 
 impl Notifier {
@@ -182,11 +253,13 @@ impl Notifier {
         if cfg.on_action.is_empty() && desktop.is_none() {
             return Ok(None);
         }
+        let (forward, sig_ids) = Forward::watch();
         let plan = Plan {
             hooks: cfg.on_action.iter().map(|c| c.argv().into_iter().map(String::from).collect()).collect(),
             timeout: Duration::from_secs(u64::from(cfg.timeout_s)),
             desktop,
             proc_root: proc_root.to_path_buf(),
+            forward,
         };
         info!(
             "notify: {} command(s) after each action{}, {} s timeout",
@@ -197,12 +270,18 @@ impl Notifier {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
+        // The thread is born with every signal blocked (it inherits this thread's mask for
+        // the moment of the spawn), so SIGTERM lands on the guard thread and ends its poll
+        // at once. It unblocks them only while it starts a command (see `spawn`), which
+        // would inherit the mask.
+        let old = block_all_signals();
         let thread = std::thread::Builder::new()
             .name("tg-notify".into())
             .stack_size(STACK)
-            .spawn(move || serve(&rx, &thread_shared, &plan))
-            .context("cannot start the notification thread")?;
-        Ok(Some(Notifier { tx: Some(tx), shared, thread: Some(thread) }))
+            .spawn(move || serve(&rx, &thread_shared, &plan));
+        restore_signals(&old);
+        let thread = thread.context("cannot start the notification thread")?;
+        Ok(Some(Notifier { tx: Some(tx), shared, thread: Some(thread), sig_ids }))
     }
 
     /// Hand an action to the thread without waiting: when its queue is full the
@@ -231,12 +310,58 @@ impl Drop for Notifier {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        for id in self.sig_ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
         info!(
             "notify: {} action(s) notified, {} dropped (queue full)",
             self.shared.queued.load(Ordering::Relaxed),
             self.shared.dropped_total.load(Ordering::Relaxed)
         );
     }
+}
+
+/// Block every signal in the calling thread; returns the mask it had.
+fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigfillset and pthread_sigmask write only the two local, properly sized
+    // sigset_t values (zeroed first, a valid bit pattern for this plain C struct) and
+    // change only the calling thread's mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+/// Put back the mask [`block_all_signals`] returned.
+fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: `old` is a mask pthread_sigmask filled in; only this thread's mask changes.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+    }
+}
+
+/// Start `cmd` with no signal blocked: a child inherits the starting thread's mask, and
+/// the notification thread blocks everything. A signal of `forward` that arrives in the
+/// moment the mask is open is sent again once it is closed (it may have been taken here,
+/// where it would not wake the guard).
+fn spawn(cmd: &mut Command, forward: &Forward) -> std::io::Result<Child> {
+    forward.lower();
+    // SAFETY: sigemptyset writes the local, zeroed sigset_t; pthread_sigmask changes only
+    // this thread's mask and writes the previous one into `old`.
+    let old = unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, &mut old);
+        old
+    };
+    let child = cmd.spawn();
+    restore_signals(&old);
+    forward.resend();
+    child
 }
 
 /// Desktop notifications as `desktop` asks, given where notify-send is (if anywhere):
@@ -346,7 +471,7 @@ fn notify_one(rec: &ActionRecord, shared: &Shared, plan: &Plan) {
         let env = rec.env(&read_cmdline(&plan.proc_root, rec.victim));
         for argv in &plan.hooks {
             let label = argv.first().map_or("", String::as_str);
-            run_logged(hook_command(argv, &env), label, &what, plan.timeout, &shared.stop);
+            run_logged(hook_command(argv, &env), label, &what, plan, &shared.stop);
             if shared.stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -359,7 +484,7 @@ fn notify_one(rec: &ActionRecord, shared: &Shared, plan: &Plan) {
         }
         for s in &found {
             let label = format!("notify-send (uid {})", s.uid);
-            run_logged(desktop_command(&d.notify_send, s, rec), &label, &what, plan.timeout, &shared.stop);
+            run_logged(desktop_command(&d.notify_send, s, rec), &label, &what, plan, &shared.stop);
         }
     }
 }
@@ -428,10 +553,11 @@ pub struct Ran {
 
 /// Run `cmd` with stdin from /dev/null, its output captured, in a process group of its
 /// own; wait for it to exit and close its output, at most `timeout`, then kill the whole
-/// group and reap it. `stop` cuts the wait short the same way.
-pub fn run(mut cmd: Command, timeout: Duration, stop: &AtomicBool) -> std::io::Result<Ran> {
+/// group and reap it. `stop` cuts the wait short the same way; `forward`: see [`spawn`].
+pub fn run(mut cmd: Command, timeout: Duration, stop: &AtomicBool, forward: &Forward) -> std::io::Result<Ran> {
     let t0 = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn()?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = spawn(&mut cmd, forward)?;
     let pid = child.id();
     let pidfd = rustix::process::Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
@@ -530,8 +656,9 @@ fn kill_group(pgid: u32, child: &mut Child, reaped: bool) -> bool {
 }
 
 /// [`run`], and what became of it in the log: the output's lines, the exit, a kill.
-fn run_logged(cmd: Command, label: &str, what: &str, timeout: Duration, stop: &AtomicBool) {
-    let ran = match run(cmd, timeout, stop) {
+fn run_logged(cmd: Command, label: &str, what: &str, plan: &Plan, stop: &AtomicBool) {
+    let timeout = plan.timeout;
+    let ran = match run(cmd, timeout, stop, &plan.forward) {
         Ok(r) => r,
         Err(e) => {
             warn!("notify: cannot run {label} for the {what}: {e}");
@@ -697,7 +824,7 @@ mod tests {
     }
 
     fn run_cmd(cmd: Command, timeout: Duration) -> Ran {
-        run(cmd, timeout, &AtomicBool::new(false)).unwrap()
+        run(cmd, timeout, &AtomicBool::new(false), &Forward::none()).unwrap()
     }
 
     #[test]
@@ -714,6 +841,25 @@ mod tests {
         assert_eq!(lines, want);
     }
 
+    /// Commands start with no signal blocked, even when started from a thread that
+    /// blocks them all (the notification thread).
+    #[test]
+    fn commands_start_with_an_empty_signal_mask() {
+        let t = std::thread::spawn(|| {
+            let old = block_all_signals();
+            let argv: Vec<String> = ["/bin/grep", "^SigBlk", "/proc/self/status"].map(String::from).to_vec();
+            let ran = run_cmd(hook_command(&argv, &[]), Duration::from_secs(5));
+            let mine = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            restore_signals(&old);
+            (String::from_utf8(ran.stdout.bytes).unwrap(), mine)
+        });
+        let (child, mine) = t.join().unwrap();
+        assert_eq!(child.split_whitespace().nth(1), Some("0000000000000000"), "{child}");
+        let blocked = mine.lines().find_map(|l| l.strip_prefix("SigBlk:")).map(|m| u64::from_str_radix(m.trim(), 16).unwrap()).unwrap();
+        let sigterm = 1u64 << (libc::SIGTERM - 1);
+        assert_eq!(blocked & sigterm, sigterm, "the blocking thread itself keeps SIGTERM blocked: {blocked:x}");
+    }
+
     #[test]
     fn output_is_bounded_and_drained() {
         // 1 MiB on stdout: 4 KiB kept, the rest read and discarded, so the writer never blocks
@@ -727,10 +873,10 @@ mod tests {
     #[test]
     fn a_missing_program_is_an_error_not_a_panic() {
         let argv = vec!["/nonexistent/hook".to_string()];
-        let e = run(hook_command(&argv, &[]), Duration::from_secs(1), &AtomicBool::new(false)).unwrap_err();
+        let e = run(hook_command(&argv, &[]), Duration::from_secs(1), &AtomicBool::new(false), &Forward::none()).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
         // an empty argv (never from a valid config) also fails cleanly
-        assert!(run(hook_command(&[], &[]), Duration::from_secs(1), &AtomicBool::new(false)).is_err());
+        assert!(run(hook_command(&[], &[]), Duration::from_secs(1), &AtomicBool::new(false), &Forward::none()).is_err());
     }
 
     /// The command and what it left running in its group are killed at the timeout; a
@@ -768,7 +914,7 @@ mod tests {
         });
         let argv: Vec<String> = ["/bin/sleep", "1000"].map(String::from).to_vec();
         let t0 = Instant::now();
-        let ran = run(hook_command(&argv, &[]), Duration::from_secs(600), &stop).unwrap();
+        let ran = run(hook_command(&argv, &[]), Duration::from_secs(600), &stop, &Forward::none()).unwrap();
         assert_eq!(ran.ended, Ended::Stopped);
         assert!(t0.elapsed() < Duration::from_secs(2));
         t.join().unwrap();
@@ -791,7 +937,7 @@ mod tests {
     fn a_full_queue_drops_and_counts_without_waiting() {
         // a thread that never takes anything: every send past the queue is dropped at once
         let (tx, _rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let n = Notifier { tx: Some(tx), shared: Arc::new(Shared::default()), thread: None };
+        let n = Notifier { tx: Some(tx), shared: Arc::new(Shared::default()), thread: None, sig_ids: Vec::new() };
         let t0 = Instant::now();
         for _ in 0..QUEUE + 10 {
             n.send(rec());
