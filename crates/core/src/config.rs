@@ -423,7 +423,12 @@ mod tests {
         assert_eq!(key("[notify]\non_action = [[\"/bin/echo\", \"a\\u0000b\"]]\n"), "notify.on_action");
         let many = format!("[notify]\non_action = [{}]\n", vec!["\"/bin/true\""; 17].join(", "));
         assert_eq!(key(&many), "notify.on_action");
-        for bad in ["[notify]\ndesktop = \"sometimes\"\n", "[notify]\non_action = \"/bin/true\"\n", "[notify]\non_action = [1]\n", "[notify]\nhook = []\n"] {
+        for bad in [
+            "[notify]\ndesktop = \"sometimes\"\n",
+            "[notify]\non_action = \"/bin/true\"\n",
+            "[notify]\non_action = [1]\n",
+            "[notify]\nhook = []\n",
+        ] {
             let e = key(bad);
             assert!(e.contains("desktop") || e.contains("on_action") || e.contains("hook"), "{bad}: {e}");
         }

@@ -182,7 +182,8 @@ impl ActionRecord {
         };
         let what = if self.whole_cgroup { "the cgroup of " } else { "" };
         let summary = format!("thrashguard {verb} {what}{} ({})", self.name, self.victim.pid);
-        let thaw = if self.outcome == Outcome::Frozen { format!("; resume with `thrashguard thaw {}`", self.victim.pid) } else { String::new() };
+        let thaw =
+            if self.outcome == Outcome::Frozen { format!("; resume with `thrashguard thaw {}`", self.victim.pid) } else { String::new() };
         let body = format!(
             "{}: full stall {:.1} %, footprint {} MiB ({}){thaw}",
             self.reason.as_str().replace('_', " "),

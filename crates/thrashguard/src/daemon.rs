@@ -1063,7 +1063,8 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
     cfg.lifeline.authorized_keys.clear();
     cfg.guard.status_socket.clear();
     cfg.metrics.listen.clear();
-    cfg.notify = thrashguard_core::config::NotifyConfig { on_action: Vec::new(), desktop: thrashguard_core::config::Desktop::Never, ..cfg.notify };
+    cfg.notify =
+        thrashguard_core::config::NotifyConfig { on_action: Vec::new(), desktop: thrashguard_core::config::Desktop::Never, ..cfg.notify };
     cfg.guard.dry_run = true;
     let mut guard = Guard::new(cfg, Options { dry_run: true, no_self_protect: true, duration: None, ..opts })?;
     let end = Instant::now() + window;

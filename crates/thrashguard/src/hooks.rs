@@ -275,10 +275,8 @@ impl Notifier {
         // at once. It unblocks them only while it starts a command (see `spawn`), which
         // would inherit the mask.
         let old = block_all_signals();
-        let thread = std::thread::Builder::new()
-            .name("tg-notify".into())
-            .stack_size(STACK)
-            .spawn(move || serve(&rx, &thread_shared, &plan));
+        let thread =
+            std::thread::Builder::new().name("tg-notify".into()).stack_size(STACK).spawn(move || serve(&rx, &thread_shared, &plan));
         restore_signals(&old);
         let thread = thread.context("cannot start the notification thread")?;
         Ok(Some(Notifier { tx: Some(tx), shared, thread: Some(thread), sig_ids }))
@@ -385,9 +383,7 @@ fn desktop_plan(desktop: Desktop, notify_send: Option<PathBuf>, run_root: &Path)
 
 /// `name` in the first directory of the colon-separated `path` that has it executable.
 pub fn find_program(name: &str, path: &str) -> Option<PathBuf> {
-    path.split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+    path.split(':').map(|dir| Path::new(dir).join(name)).find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
 }
 
 /// A user session with a D-Bus session bus.
@@ -413,8 +409,12 @@ pub fn sessions(run_root: &Path, only_uid: Option<u32>) -> Vec<Session> {
             let uid: u32 = e.file_name().to_str()?.parse().ok()?;
             let bus = e.path().join("bus");
             let meta = std::fs::symlink_metadata(&bus).ok()?;
-            (meta.file_type().is_socket() && meta.uid() == uid && only_uid.is_none_or(|u| u == uid))
-                .then(|| Session { uid, gid: meta.gid(), runtime_dir: e.path(), bus })
+            (meta.file_type().is_socket() && meta.uid() == uid && only_uid.is_none_or(|u| u == uid)).then(|| Session {
+                uid,
+                gid: meta.gid(),
+                runtime_dir: e.path(),
+                bus,
+            })
         })
         .collect();
     found.sort_by_key(|s| s.uid);
@@ -559,8 +559,8 @@ pub fn run(mut cmd: Command, timeout: Duration, stop: &AtomicBool, forward: &For
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = spawn(&mut cmd, forward)?;
     let pid = child.id();
-    let pidfd = rustix::process::Pid::from_raw(pid as i32)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let pidfd =
+        rustix::process::Pid::from_raw(pid as i32).and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let out: Option<OwnedFd> = child.stdout.take().map(OwnedFd::from);
     let err: Option<OwnedFd> = child.stderr.take().map(OwnedFd::from);
     let (mut stdout, mut stderr) = (Captured::default(), Captured::default());
@@ -792,7 +792,10 @@ mod tests {
         assert_eq!(ran.ended, Ended::Exited(ExitStatus::from_raw(0)), "{ran:?}");
         assert_eq!(ran.stdout.bytes, b"shown\n");
         let said = std::fs::read_to_string(&out).unwrap();
-        assert!(said.starts_with(&format!("unix:path={}|--app-name=thrashguard --urgency=normal thrashguard", session.bus.display())), "{said}");
+        assert!(
+            said.starts_with(&format!("unix:path={}|--app-name=thrashguard --urgency=normal thrashguard", session.bus.display())),
+            "{said}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -895,7 +898,8 @@ mod tests {
         // the sleep was killed; it is a zombie until init reaps it, at most
         let end = Instant::now() + Duration::from_secs(5);
         let alive = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         };
         while alive(sleep_pid) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));

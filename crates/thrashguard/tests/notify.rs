@@ -114,14 +114,21 @@ fn now_ms() -> u64 {
 fn on_action_runs_with_every_variable() {
     let s = setup("env", "");
     let out = s.path("env.out");
-    let hook = script(&s, "hook.sh", &format!("env > {0}.tmp\necho \"ARGS=$*\" >> {0}.tmp\nmv {0}.tmp {0}\necho hello from the hook", out.display()));
+    let hook = script(
+        &s,
+        "hook.sh",
+        &format!("env > {0}.tmp\necho \"ARGS=$*\" >> {0}.tmp\nmv {0}.tmp {0}\necho hello from the hook", out.display()),
+    );
     // one command as an argv array (an argument with a space), the same as a split line
-    let text = std::fs::read_to_string(&s.config).unwrap()
-        + &format!("on_action = [[\"{}\", \"two words\"]]\ntimeout_s = 5\n", hook.display());
+    let text =
+        std::fs::read_to_string(&s.config).unwrap() + &format!("on_action = [[\"{}\", \"two words\"]]\ntimeout_s = 5\n", hook.display());
     std::fs::write(&s.config, text).unwrap();
     let mut child = sleeper();
     let pid = child.id();
     let d = start(&s, &[]);
+    // one round through the loop first, so the guard has sampled (the evidence is known)
+    let (ok, reply) = send(&s, &["status"], &[]);
+    assert!(ok, "{reply}");
     let t0 = now_ms();
     let (ok, reply) = send(&s, &["kill", &pid.to_string()], &[]);
     assert!(ok && reply.contains("\"result\":\"killed\""), "{reply}");
@@ -321,5 +328,61 @@ fn bad_notify_config_is_named() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(78), "{text}: {err}");
         assert!(err.contains(key), "{text}: {err}");
+    }
+}
+
+/// Every variable a hook gets is documented in docs/notify.md, and `default-config` shows
+/// the `[notify]` table.
+#[test]
+fn every_variable_is_documented() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/notify.md")).unwrap();
+    for name in thrashguard_core::notify::ENV_NAMES {
+        assert!(doc.contains(&format!("| `{name}` |")), "{name} is not in docs/notify.md");
+    }
+    let o = tg(&["default-config"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[notify]"));
+}
+
+/// contrib/hooks/log-to-journal.sh runs cleanly with what a hook gets (here without a
+/// journal or syslog socket it falls back to stderr, which thrashguard logs).
+#[test]
+fn the_contrib_hook_runs() {
+    use thrashguard_core::config::Action as Act;
+    use thrashguard_core::notify::{ActionRecord, Outcome, ScopeName};
+    use thrashguard_core::policy::Reason;
+    use thrashguard_core::units::{Comm, Kib, Pid, ProcId};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/hooks/log-to-journal.sh");
+    let rec = ActionRecord {
+        action: Act::Kill,
+        dry_run: false,
+        outcome: Outcome::Killed,
+        reason: Reason::Thrashing,
+        victim: ProcId { pid: Pid(4242), start_time: 1 },
+        name: Comm::new(b"it's $(evil)"),
+        footprint: Kib(1024),
+        swap: Kib(0),
+        whole_cgroup: false,
+        scope: ScopeName::new("system"),
+        unix_ms: now_ms(),
+        full_stall_pct: 42.0,
+        headroom: Kib(2048),
+    };
+    let env = rec.env("a \"quoted\" `cmd`");
+    let argv = vec![script.to_str().unwrap().to_string()];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let ran = thrashguard::hooks::run(
+        thrashguard::hooks::hook_command(&argv, &env),
+        Duration::from_secs(10),
+        &stop,
+        &thrashguard::hooks::Forward::none(),
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&ran.stderr.bytes);
+    assert!(matches!(ran.ended, thrashguard::hooks::Ended::Exited(s) if s.success()), "{ran:?}");
+    if !err.is_empty() {
+        assert_eq!(
+            err.trim(),
+            "thrashguard: killed it's $(evil) (4242): kill, thrashing, footprint 1024 KiB, full stall 42.0 %, scope system"
+        );
     }
 }
