@@ -159,7 +159,7 @@ fn on_action_runs_with_every_variable() {
     }
     let log = d.stop();
     let said = |what: &str| log.iter().any(|l| l.contains(what));
-    assert!(said(&format!("stdout: hello from the hook")), "{log:#?}");
+    assert!(said("stdout: hello from the hook"), "{log:#?}");
     assert!(said(&format!("for the kill of {pid} (sleep) exited 0")), "{log:#?}");
     assert!(said("notify: 1 action(s) notified, 0 dropped"), "{log:#?}");
 }
@@ -299,7 +299,7 @@ fn a_flood_of_actions_drops_notifications_and_never_blocks() {
     // once the first hook times out, the thread says how many it could not take
     let line = d.wait_for("not notified: the queue of 16 was full");
     let dropped: usize = line.split("notify: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(dropped >= N - 16 - 1 && dropped < N, "{line}");
+    assert!((N - 16 - 1..N).contains(&dropped), "{line}");
     let t1 = Instant::now();
     let log = d.stop();
     assert!(t1.elapsed() < Duration::from_secs(3), "stopping waited for the queued hooks: {:?}", t1.elapsed());
