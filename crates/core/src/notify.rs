@@ -241,6 +241,14 @@ mod tests {
         }
     }
 
+    /// The record is a plain value the guard copies into the queue: small, fixed, `Copy`.
+    #[test]
+    fn the_record_is_small() {
+        fn copy<T: Copy + Send + 'static>() {}
+        copy::<ActionRecord>();
+        assert!(std::mem::size_of::<ActionRecord>() <= 320, "{}", std::mem::size_of::<ActionRecord>());
+    }
+
     #[test]
     fn every_variable_in_order() {
         let env = record().env("firefox -P work");
