@@ -28,6 +28,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[history]`: the event store (`thrashguard history`).
     pub history: HistoryConfig,
+    /// `[notify]`: commands and desktop notifications after an action (docs/notify.md).
+    pub notify: NotifyConfig,
 }
 
 /// `[history]` (docs/history.md).
@@ -206,6 +208,101 @@ impl Default for LifelineConfig {
     }
 }
 
+/// `[notify]` (docs/notify.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Commands run after each action, one after the other, each with the action in its
+    /// environment. Never through a shell.
+    pub on_action: Vec<HookCommand>,
+    /// Each command (and each desktop notification) is killed, with its whole process
+    /// group, after this long.
+    pub timeout_s: u32,
+    /// Desktop notifications (notify-send on each user's session bus).
+    pub desktop: Desktop,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig { on_action: Vec::new(), timeout_s: 10, desktop: Desktop::Auto }
+    }
+}
+
+/// Most commands in `notify.on_action`.
+pub const MAX_HOOKS: usize = 16;
+
+/// One `notify.on_action` command: a string split at whitespace (no quoting, no shell), or
+/// an array that is the argv as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HookCommand {
+    /// `"/usr/local/bin/alert --loud"`: split at ASCII whitespace.
+    Line(String),
+    /// `["/usr/local/bin/alert", "two words"]`: exactly these arguments.
+    Argv(Vec<String>),
+}
+
+impl HookCommand {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<&str> {
+        match self {
+            HookCommand::Line(l) => l.split_ascii_whitespace().collect(),
+            HookCommand::Argv(a) => a.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// When desktop notifications are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desktop {
+    /// When notify-send is installed (checked at start); users without a session bus are
+    /// skipped silently.
+    #[default]
+    Auto,
+    /// Always try, and warn when notify-send is missing or fails.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Desktop {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desktop::Auto => "auto",
+            Desktop::Always => "always",
+            Desktop::Never => "never",
+        }
+    }
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("notify.timeout_s", self.timeout_s, 1, 600, "must be within 1..=600")?;
+        let bad = |cmd: &HookCommand, rule| ConfigError::Range { key: "notify.on_action", value: format!("{:?}", cmd.argv()), rule };
+        if self.on_action.len() > MAX_HOOKS {
+            return Err(ConfigError::Range {
+                key: "notify.on_action",
+                value: format!("{} commands", self.on_action.len()),
+                rule: "must hold at most 16 commands",
+            });
+        }
+        for cmd in &self.on_action {
+            let argv = cmd.argv();
+            match argv.first() {
+                None => return Err(bad(cmd, "each command must name a program")),
+                Some(p) if !p.starts_with('/') => return Err(bad(cmd, "the program must be an absolute path (hooks run without a shell)")),
+                Some(_) => {}
+            }
+            if argv.iter().any(|a| a.contains('\0')) {
+                return Err(bad(cmd, "must not contain a NUL byte"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -284,6 +381,7 @@ impl Config {
         range("lifeline.per_source_burst", l.per_source_burst, 1, 10_000, "must be within 1..=10000")?;
         range("lifeline.per_source_per_s", l.per_source_per_s, 1, 10_000, "must be within 1..=10000")?;
         range("lifeline.verifications_per_s", l.verifications_per_s, 1, 100_000, "must be within 1..=100000")?;
+        self.notify.validate()?;
         for (key, list) in [("victim.prefer", &self.victim.prefer), ("victim.avoid", &self.victim.avoid)] {
             for pattern in list {
                 if regex_lite::Regex::new(pattern).is_err() {
@@ -343,5 +441,46 @@ mod tests {
         assert!(e.contains("keep"), "{e}");
         let e = Config::parse("[guard]\naction = \"explode\"\n").unwrap_err().to_string();
         assert!(e.contains("explode") || e.contains("action"), "{e}");
+    }
+
+    #[test]
+    fn notify_commands_split_or_as_given() {
+        let cfg = Config::parse(
+            "[notify]\non_action = [\"/usr/bin/logger  -t  tg\", [\"/usr/local/bin/alert\", \"two words\"]]\ntimeout_s = 3\ndesktop = \"never\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.notify.on_action[0].argv(), ["/usr/bin/logger", "-t", "tg"]);
+        assert_eq!(cfg.notify.on_action[1].argv(), ["/usr/local/bin/alert", "two words"]);
+        assert_eq!((cfg.notify.timeout_s, cfg.notify.desktop), (3, Desktop::Never));
+        // and back: the default file round-trips with commands in it
+        let text = toml::to_string_pretty(&cfg).expect("serializes");
+        assert_eq!(Config::parse(&text).expect("valid"), cfg);
+    }
+
+    #[test]
+    fn bad_notify_settings_are_named() {
+        let key = |text: &str| match Config::parse(text) {
+            Err(ConfigError::Range { key, .. }) => key.to_string(),
+            Err(e) => e.to_string(),
+            Ok(_) => "accepted".into(),
+        };
+        assert_eq!(key("[notify]\ntimeout_s = 0\n"), "notify.timeout_s");
+        assert_eq!(key("[notify]\ntimeout_s = 601\n"), "notify.timeout_s");
+        assert_eq!(key("[notify]\non_action = [\"\"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [\"   \"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [[]]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [\"logger -t tg\"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [[\"/bin/echo\", \"a\\u0000b\"]]\n"), "notify.on_action");
+        let many = format!("[notify]\non_action = [{}]\n", vec!["\"/bin/true\""; 17].join(", "));
+        assert_eq!(key(&many), "notify.on_action");
+        for bad in [
+            "[notify]\ndesktop = \"sometimes\"\n",
+            "[notify]\non_action = \"/bin/true\"\n",
+            "[notify]\non_action = [1]\n",
+            "[notify]\nhook = []\n",
+        ] {
+            let e = key(bad);
+            assert!(e.contains("desktop") || e.contains("on_action") || e.contains("hook"), "{bad}: {e}");
+        }
     }
 }

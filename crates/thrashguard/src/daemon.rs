@@ -25,6 +25,7 @@ use thrashguard_core::units::{Kib, Micros, Pid, ProcId};
 
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
+use crate::hooks::{self, Notifier};
 use crate::lifeline;
 use crate::metrics::Metrics;
 use crate::numa::{self, NodeScope as NumaNodeScope};
@@ -345,6 +346,8 @@ pub struct Guard {
     killed_unreleased: Option<OwnedFd>,
     /// Prometheus handles, when `metrics.listen` is set.
     metrics: Option<Metrics>,
+    /// The queue into the notification thread (`[notify]`), when there is anything to run.
+    notifier: Option<Notifier>,
     /// Where `thrashguard status` connects, when bound.
     status: Option<StatusSocket>,
     /// This host's name, for status replies.
@@ -402,6 +405,7 @@ impl Guard {
             in_flight: None,
             killed_unreleased: None,
             metrics: None,
+            notifier: None,
             status: None,
             host_name: lifeline::hostname(),
             status_cache: (vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(), 0, None),
@@ -414,6 +418,7 @@ impl Guard {
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
         guard.status = StatusSocket::bind(&guard.cfg.guard.status_socket);
+        guard.notifier = Notifier::start(&guard.cfg.notify, &guard.opts.proc_root)?;
         if guard.cfg.metrics.address()?.is_some() {
             guard.metrics = Some(Metrics::new());
         }
@@ -659,7 +664,12 @@ impl Guard {
                     }
                     Ok((id, victim)) => {
                         let dir = self.scanner.proc_dir().as_fd();
+                        let who = self.notifier.as_ref().map(|_| hooks::victim_of(dir, id, self.scanner.candidates()));
                         let r = if kill { act::kill(dir, id, Duration::ZERO) } else { act::freeze(dir, id) };
+                        if let (Some(n), Some(who)) = (&self.notifier, who) {
+                            let asked = Rescue { reason: Reason::Lifeline, evidence: self.last_system.map(|(e, _)| e).unwrap_or_default() };
+                            n.send(hooks::record(&asked, who, "system", if kill { Action::Kill } else { Action::Freeze }, false, Some(&r)));
+                        }
                         let what = match r {
                             Ok(Acted::Signalled { pidfd, killed }) => {
                                 self.counters.actions += 1;
@@ -1013,10 +1023,10 @@ impl Guard {
         }
         let action = self.cfg.guard.action;
         let dry = self.opts.dry_run || self.cfg.guard.dry_run;
+        let whole = if dry { None } else { self.whole_cgroup_of(victim.id.pid) };
         let outcome = if dry {
             None
         } else {
-            let whole = self.whole_cgroup_of(victim.id.pid);
             let dir = self.scanner.proc_dir().as_fd();
             Some(match (action, &whole) {
                 (Action::Kill, Some(cg)) => act::kill_cgroup(dir, victim.id, cg),
@@ -1037,6 +1047,9 @@ impl Guard {
             Some(Err(_)) => (acted, "failed"),
         };
         self.record(scope_name.clone(), &rescue, (victim.id, victim_of(&victim)), event_action, what, now);
+        if let Some(n) = &self.notifier {
+            n.send(hooks::record(&rescue, (&victim).into(), &scope_name, action, whole.is_some(), outcome.as_ref()));
+        }
         self.last_decision = Some((scope_name, victim));
         match outcome {
             None => {
@@ -1264,6 +1277,8 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
     cfg.lifeline.authorized_keys.clear();
     cfg.guard.status_socket.clear();
     cfg.metrics.listen.clear();
+    cfg.notify =
+        thrashguard_core::config::NotifyConfig { on_action: Vec::new(), desktop: thrashguard_core::config::Desktop::Never, ..cfg.notify };
     cfg.guard.dry_run = true;
     let mut guard = Guard::new(cfg, Options { dry_run: true, no_self_protect: true, duration: None, ..opts })?;
     let end = Instant::now() + window;
