@@ -118,9 +118,10 @@ fn once_lists_a_known_child_on_this_host() {
         assert!(row.contains(MARKER), "{row}");
         let footprint = mib(row.trim_start_matches('│').split_whitespace().nth(1).unwrap());
         assert!((64.0..200.0).contains(&footprint), "footprint {footprint} MiB: {row}");
-        // a rate once two scans were taken: the marker does not grow
+        // a rate once two scans were taken: the marker holds still (a few pages of its
+        // harness may still come in)
         let growth = row.trim_start_matches('│').split_whitespace().nth(4).unwrap();
-        assert_eq!(growth, "0", "{row}");
+        assert!(growth.parse::<f64>().is_ok_and(|g| g.abs() < 5.0), "growth {growth}: {row}");
         if extra[0] == "--filter" {
             let rows = text.lines().filter(|l| l.contains(MARKER)).count();
             assert_eq!(rows, 1, "only the marker matches: {text}");
