@@ -3,7 +3,8 @@
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
-//! (`lifeline`: wire format, keys, the daemon's checks) and `doctor`'s findings.
+//! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, the pressure
+//! timeline and stored events (`history`) and their drawing as PNG, SVG or HTML (`report`).
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -18,6 +19,7 @@ pub mod history;
 pub mod lifeline;
 pub mod parse;
 pub mod policy;
+pub mod report;
 pub mod snapshot;
 pub mod trace;
 pub mod units;
