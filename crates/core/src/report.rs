@@ -259,6 +259,8 @@ fn escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' | '\t' => out.push(' '),
+            c if unshowable(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -300,9 +302,15 @@ fn action_word(a: EventAction) -> &'static str {
     }
 }
 
-/// At most `max` characters of `s` (an ellipsis when cut).
+/// Whether `c` is one XML forbids (or a chart cannot show): controls and U+FFFE/U+FFFF.
+fn unshowable(c: char) -> bool {
+    c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}'
+}
+
+/// At most `max` characters of `s` (an ellipsis when cut); [`unshowable`] ones become `?`.
 fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max { s.to_string() } else { s.chars().take(max.saturating_sub(1)).chain(['…']).collect() }
+    let shown = s.chars().map(|c| if unshowable(c) { '?' } else { c });
+    if s.chars().count() <= max { shown.collect() } else { shown.take(max.saturating_sub(1)).chain(['…']).collect() }
 }
 
 /// The action's label: `kill 1234 hog (812 MiB) thrashing`.
@@ -565,14 +573,16 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, ev: &Event) -> Result
             let right_half = (0.0 - x0) > (x1 - x0) * 0.6;
             let (hpos, dx) = if right_half { (HPos::Right, -(x1 - x0) * 0.006) } else { (HPos::Left, (x1 - x0) * 0.006) };
             let style = (FAMILY, 15).into_font().color(&rgb(colors::ACTION)).pos(Pos::new(hpos, VPos::Top));
-            chart
-                .draw_series(std::iter::once(Text::new(label, (dx, y1 - (y1 - y0) * 0.03), style)))
-                .map_err(draw_err)?;
+            chart.draw_series(std::iter::once(Text::new(label, (dx, y1 - (y1 - y0) * 0.03), style))).map_err(draw_err)?;
         }
         if t.is_empty() && i == 0 {
             let style = (FAMILY, 18).into_font().color(&RGBColor(120, 120, 120)).pos(Pos::new(HPos::Center, VPos::Center));
             chart
-                .draw_series(std::iter::once(Text::new("no timeline stored with this event", (x0 + (x1 - x0) * 0.5, (y0 + y1) / 2.0), style)))
+                .draw_series(std::iter::once(Text::new(
+                    "no timeline stored with this event",
+                    (x0 + (x1 - x0) * 0.5, (y0 + y1) / 2.0),
+                    style,
+                )))
                 .map_err(draw_err)?;
         }
         let legend_pos = if (0.0 - x0) < (x1 - x0) * 0.5 { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::UpperLeft };
@@ -694,7 +704,8 @@ mod tests {
         // the pressure phase is shaded (mixed over white)
         let shade = |c: u8| (f64::from(c) * 0.45 + 255.0 * 0.55).round() as u8;
         let pressure = (shade(colors::PRESSURE.0), shade(colors::PRESSURE.1), shade(colors::PRESSURE.2));
-        let near = px.chunks_exact(3).filter(|p| p.iter().zip([pressure.0, pressure.1, pressure.2]).all(|(a, b)| a.abs_diff(b) <= 2)).count();
+        let near =
+            px.chunks_exact(3).filter(|p| p.iter().zip([pressure.0, pressure.1, pressure.2]).all(|(a, b)| a.abs_diff(b) <= 2)).count();
         assert!(near > 10_000, "pressure shade: {near} pixels");
         // text was drawn: dark pixels in the title band
         let dark = px[..(70 * w as usize * 3)].chunks_exact(3).filter(|p| p.iter().all(|&c| c < 80)).count();
@@ -717,7 +728,8 @@ mod tests {
             });
             assert!(long, "a line in {want}");
         }
-        let texts: Vec<String> = doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(|t| t.trim().to_string())).collect();
+        let texts: Vec<String> =
+            doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(|t| t.trim().to_string())).collect();
         assert!(texts.iter().any(|t| t == "kill 1234 hog (812 MiB) thrashing"), "{texts:?}");
         assert!(texts.iter().any(|t| t.contains("host web1, scope system, 2026-11-23")), "{texts:?}");
         assert!(texts.iter().any(|t| t == "seconds from the action"));
@@ -745,7 +757,8 @@ mod tests {
         let mut ev = episode(50);
         ev.victim.name = "</script><script>alert(1)</script>".into();
         ev.victim.cmdline = "x <!-- & \"q\" 'a' https://evil.example/x.js".into();
-        ev.host = "<img src=x>".into();
+        ev.host = "<img src=x>\u{0}\u{1b}[31m\r\n".into();
+        ev.outcome = "\u{7f}\u{9c}\u{feff}\u{fffe}".into();
         ev.scope = "/sys/fs/cgroup/a&b".into();
         let page = html(&ev).expect("renders");
         assert_eq!(page.matches("<script").count(), 2, "only our two script elements");
@@ -755,6 +768,49 @@ mod tests {
         let text = svg(&ev).expect("renders");
         roxmltree::Document::parse(&text).expect("well-formed with hostile text");
         decode(&png(&ev).expect("renders"));
+    }
+
+    #[test]
+    fn any_script_and_control_characters() {
+        let mut ev = episode(80);
+        ev.victim.name = "日本語\u{0}\u{1}\t\n😀\u{202e}x".into();
+        ev.scope = "/sys/fs/cgroup/Ω/\u{1b}".into();
+        all_formats(&ev);
+        let page = html(&ev).expect("renders");
+        assert!(!page.contains('\u{0}') && !page.contains('\u{1b}'));
+        assert_eq!(event_from_html(&page), Some(ev));
+    }
+
+    fn point() -> impl proptest::strategy::Strategy<Value = Point> {
+        use proptest::prelude::*;
+        let f = || prop::num::f32::ANY;
+        (any::<u64>(), f(), f(), any::<u64>(), any::<u64>(), f(), f(), f(), 0..3u8).prop_map(|(t, full, some, h, a, si, fr, mf, ph)| {
+            Point {
+                t: Micros(t),
+                full,
+                some,
+                headroom: Kib(h),
+                available: Kib(a),
+                swap_in_per_s: si,
+                file_refaults_per_s: fr,
+                majfaults_per_s: mf,
+                phase: [PhaseTag::Calm, PhaseTag::Pressure, PhaseTag::Recovering][ph as usize],
+            }
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any timeline and any names draw in every format (no panic, no error).
+        #[test]
+        fn any_event_draws(points in proptest::collection::vec(point(), 0..40), name in ".{0,60}", host in "\\PC{0,30}", ms in proptest::prelude::any::<i64>()) {
+            let mut ev = episode(0);
+            ev.timeline = points;
+            ev.victim.name = name;
+            ev.host = host;
+            ev.unix_ms = ms;
+            all_formats(&ev);
+        }
     }
 
     fn all_formats(ev: &Event) {

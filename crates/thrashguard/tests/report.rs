@@ -142,7 +142,8 @@ fn fixture_is_the_lab_rescue() {
     assert!(before.clone().map(|p| p.full).fold(0.0, f32::max) > 0.3);
     assert!(ev.timeline.iter().any(|p| p.phase == PhaseTag::Pressure));
     assert!(ev.timeline.iter().any(|p| p.phase == PhaseTag::Recovering));
-    let avail = |lo: f64, hi: f64| ev.timeline.iter().filter(|p| (lo..hi).contains(&Event::seconds(p))).map(|p| p.available.0).max().unwrap();
+    let avail =
+        |lo: f64, hi: f64| ev.timeline.iter().filter(|p| (lo..hi).contains(&Event::seconds(p))).map(|p| p.available.0).max().unwrap();
     assert!(avail(2.0, 8.0) > avail(-2.0, 0.0) + 500 * 1024, "memory came back");
 }
 
@@ -265,9 +266,9 @@ fn bad_invocations_are_clear_errors() {
 }
 
 fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
-    })
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file()))
 }
 
 /// Headless Chromium with no network and a throwaway profile.
