@@ -279,7 +279,7 @@ pub fn run(cli: Cli) -> i32 {
                     return exit::USAGE;
                 }
             };
-            crate::report::run(&source, &out, format).map(|label| eprintln!("thrashguard: wrote {} ({label})", out.display()))
+            crate::report::run(&source, &out, format, &cfg).map(|label| eprintln!("thrashguard: wrote {} ({label})", out.display()))
         }
         Command::Status { json } => {
             let opts = crate::daemon::Options { proc_root: cli.proc_root.clone(), sys_root: cli.sys_root.clone(), ..Default::default() };

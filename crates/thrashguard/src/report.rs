@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use thrashguard_core::config::Config;
 use thrashguard_core::history::Event;
 use thrashguard_core::report;
 
@@ -49,12 +50,12 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// The event with id `id` from the history store at `db`.
+/// The event with id `id` from the history store at `db` (else the one `cfg` names).
 ///
 /// The store lives on the `history` branch (`store::load_event(path, id)`); wiring it here
 /// is this one function.
-pub fn load(id: i64, db: Option<&Path>) -> Result<Event> {
-    let _ = db;
+pub fn load(id: i64, db: Option<&Path>, cfg: &Config) -> Result<Event> {
+    let _ = (db, cfg);
     bail!("event {id}: the history store is not built in this branch; pass the event with --event FILE.json")
 }
 
@@ -118,7 +119,12 @@ pub fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+        // the rename itself survives a crash once the directory is synced (best effort)
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -127,9 +133,9 @@ pub fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// `thrashguard report`: load, render, write. Returns the event's label for the summary line.
-pub fn run(source: &Source, out: &Path, format: Format) -> Result<String> {
+pub fn run(source: &Source, out: &Path, format: Format, cfg: &Config) -> Result<String> {
     let ev = match source {
-        Source::Id { id, db } => load(*id, db.as_deref())?,
+        Source::Id { id, db } => load(*id, db.as_deref(), cfg)?,
         Source::File(path) => read_event(path)?,
     };
     let bytes = render(&ev, format)?;

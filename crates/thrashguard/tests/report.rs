@@ -6,9 +6,10 @@
 //! THRASHGUARD_REQUIRE_CHROMIUM is set, as `.ci/run` does) and its screenshot must show the chart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thrashguard_core::config::Config;
@@ -297,6 +298,35 @@ fn chromium_cmd(bin: &Path, profile: &Path) -> Command {
     c
 }
 
+/// Run `cmd` to its end, killed (and the test failed) after `limit`.
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd.spawn().expect("chromium starts");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
 #[test]
 fn html_page_in_headless_chromium_shows_the_chart() {
     let Some(bin) = chromium() else {
@@ -311,12 +341,9 @@ fn html_page_in_headless_chromium_shows_the_chart() {
     let url = format!("file://{}", page.canonicalize().unwrap().display());
 
     let shot = dir.join("shot.png");
-    let o = chromium_cmd(&bin, &dir.join("profile"))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1280,1000")
-        .arg(&url)
-        .output()
-        .unwrap();
+    let mut cmd = chromium_cmd(&bin, &dir.join("profile"));
+    cmd.arg(format!("--screenshot={}", shot.display())).arg("--window-size=1280,1000").arg(&url);
+    let o = output_within(cmd, Duration::from_secs(120));
     assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
     let (w, h, px) = decode_png(&std::fs::read(&shot).unwrap());
     assert_eq!((w, h), (1280, 1000));
@@ -326,7 +353,9 @@ fn html_page_in_headless_chromium_shows_the_chart() {
     }
 
     // the DOM after scripts ran: the event JSON parsed in the browser and filled in the local time
-    let o = chromium_cmd(&bin, &dir.join("profile")).arg("--dump-dom").arg(&url).output().unwrap();
+    let mut cmd = chromium_cmd(&bin, &dir.join("profile"));
+    cmd.arg("--dump-dom").arg(&url);
+    let o = output_within(cmd, Duration::from_secs(120));
     let dom = String::from_utf8_lossy(&o.stdout);
     let local = dom.split("<span id=\"local-time\">").nth(1).and_then(|s| s.split("</span>").next()).unwrap_or_default();
     assert!(local.contains("GMT"), "the page's script did not run (CSP hash?): {local:?}");
@@ -351,7 +380,7 @@ fn render_time_for_1200_points() {
         ("svg", &|e: &Event| report::svg(e).map(|s| s.len())),
         ("html", &|e: &Event| report::html(e).map(|s| s.len())),
     ] {
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let n = f(&ev).unwrap();
         let took = t0.elapsed();
         eprintln!("report {name}: 1200 points in {:.1} ms, {n} bytes", took.as_secs_f64() * 1000.0);
