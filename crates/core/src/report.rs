@@ -98,7 +98,7 @@ pub fn svg(ev: &Event) -> Result<String, ReportError> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        draw(&root, ev)?;
+        draw(&root, ev, false)?;
         root.present().map_err(draw_err)?;
     }
     Ok(out)
@@ -111,7 +111,7 @@ pub fn png(ev: &Event) -> Result<Vec<u8>, ReportError> {
     let mut pixels = vec![0u8; w as usize * h as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
-        draw(&root, ev)?;
+        draw(&root, ev, true)?;
         root.present().map_err(draw_err)?;
     }
     let mut out = Vec::with_capacity(64 * 1024);
@@ -487,7 +487,8 @@ fn phase_runs(t: &[Point]) -> Vec<(f64, f64, PhaseTag)> {
     runs
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, ev: &Event) -> Result<(), ReportError> {
+/// Draw the chart; `pixels`: a bitmap (lines drawn pixel by pixel, see below).
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, ev: &Event, pixels: bool) -> Result<(), ReportError> {
     root.fill(&WHITE).map_err(draw_err)?;
     let (top, body) = root.split_vertically(70);
     let title_font = (FAMILY, 22).into_font().color(&BLACK);
@@ -547,21 +548,26 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, ev: &Event) -> Result
         for s in panel.series {
             let style = ShapeStyle { color: rgb(s.color).to_rgba(), filled: false, stroke_width: 2 };
             let segs = segments(t, s, (y0, y1));
-            let mut first = true;
-            for seg in segs.iter() {
-                let ann = chart.draw_series(LineSeries::new(seg.iter().copied(), style)).map_err(draw_err)?;
-                if first {
-                    ann.label(s.name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-                    first = false;
+            let label = if segs.is_empty() { format!("{} (no data)", s.name) } else { s.name.to_string() };
+            chart
+                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            for seg in &segs {
+                if pixels {
+                    // plotters fills lines wider than 1 px as one polygon, which spikes out of
+                    // the panel at sharp turns: three 1 px passes, a pixel apart, instead
+                    let mut px: Vec<(i32, i32)> = seg.iter().map(|p| chart.backend_coord(p)).collect();
+                    px.dedup();
+                    let thin = ShapeStyle { stroke_width: 1, ..style };
+                    for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
+                        let path = PathElement::new(px.iter().map(|&(x, y)| (x + dx, y + dy)).collect::<Vec<_>>(), thin);
+                        root.draw(&path).map_err(draw_err)?;
+                    }
+                } else {
+                    chart.draw_series(LineSeries::new(seg.iter().copied(), style)).map_err(draw_err)?;
                 }
-            }
-            if first {
-                // nothing finite to draw: keep the legend entry all the same
-                chart
-                    .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-                    .map_err(draw_err)?
-                    .label(format!("{} (no data)", s.name))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
             }
         }
 
@@ -710,6 +716,33 @@ mod tests {
         // text was drawn: dark pixels in the title band
         let dark = px[..(70 * w as usize * 3)].chunks_exact(3).filter(|p| p.iter().all(|&c| c < 80)).count();
         assert!(dark > 500, "title text: {dark} dark pixels");
+    }
+
+    /// plotters fills wide lines as polygons whose sharp turns spike out of the panel: a
+    /// timeline that jumps between 0 and its top at every sample must stay inside.
+    #[test]
+    fn sharp_spikes_stay_in_their_panels() {
+        let mut ev = episode(1200);
+        for (i, p) in ev.timeline.iter_mut().enumerate() {
+            let on = (i % 2 == 0) ^ (i % 7 == 0);
+            p.full = if on { 1.0 } else { 0.0 };
+            p.some = if on { 0.3 } else { 0.9 };
+            p.swap_in_per_s = if on { 5000.0 } else { 0.0 };
+            p.majfaults_per_s = if i % 3 == 0 { 4000.0 } else { 10.0 };
+            p.available = Kib(if on { 0 } else { 1_000_000 });
+        }
+        let (w, _, px) = decode(&png(&ev).expect("renders"));
+        let series =
+            [colors::FULL, colors::SOME, colors::HEADROOM, colors::AVAILABLE, colors::SWAP_IN, colors::FILE_REFAULTS, colors::MAJFAULTS];
+        let row = |y: usize| &px[y * w as usize * 3..(y + 1) * w as usize * 3];
+        let strays: Vec<(usize, usize)> = (0..70)
+            .chain(862..SIZE.1 as usize)
+            .flat_map(|y| {
+                row(y).chunks_exact(3).enumerate().filter(|(_, c)| series.contains(&(c[0], c[1], c[2]))).map(move |(x, _)| (x, y))
+            })
+            .collect();
+        assert!(strays.is_empty(), "series pixels outside the panels: {:?}", &strays[..strays.len().min(10)]);
+        assert!(count(&px, colors::SWAP_IN) > 1000);
     }
 
     #[test]
