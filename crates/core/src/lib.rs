@@ -3,8 +3,9 @@
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
-//! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, the pressure
-//! timeline and stored events (`history`) and their drawing as PNG, SVG or HTML (`report`).
+//! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, what a
+//! notification after an action says (`notify`), the pressure timeline and stored events
+//! (`history`) and their drawing as PNG, SVG or HTML (`report`).
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -17,6 +18,7 @@ pub mod config;
 pub mod doctor;
 pub mod history;
 pub mod lifeline;
+pub mod notify;
 pub mod parse;
 pub mod policy;
 pub mod report;

@@ -128,6 +128,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The events the guard stored, one per action: victim, reason, stall at the decision,
+    /// outcome (`[history]` in the configuration)
+    History {
+        /// Only events this recent: 90s, 30m, 2h, 7d, 1h30m
+        #[arg(long, value_name = "DURATION", value_parser = thrashguard_core::history::parse_duration)]
+        since: Option<Duration>,
+        /// One JSON object per line: each whole event, timeline included (what `report --event` reads)
+        #[arg(long)]
+        json: bool,
+        /// The database to read [default: history.path from the configuration]
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
     /// Check the configuration file and exit (78 when it is invalid)
     CheckConfig,
     /// Print the default configuration as TOML
@@ -290,6 +303,12 @@ pub fn run(cli: Cli) -> i32 {
                     print!("{}", crate::status::render_text(&v));
                 }
             })
+        }
+        Command::History { since, json, db } => {
+            let db = db.unwrap_or_else(|| PathBuf::from(&cfg.history.path));
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            crate::history::run(&db, since, json, &mut lock)
         }
         Command::CheckConfig => {
             let where_ = cli.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());

@@ -50,13 +50,13 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// The event with id `id` from the history store at `db` (else the one `cfg` names).
-///
-/// The store lives on the `history` branch (`store::load_event(path, id)`); wiring it here
-/// is this one function.
+/// The event with id `id` from the history store at `db` (else `history.path` of `cfg`).
 pub fn load(id: i64, db: Option<&Path>, cfg: &Config) -> Result<Event> {
-    let _ = (db, cfg);
-    bail!("event {id}: the history store is not built in this branch; pass the event with --event FILE.json")
+    let db = db.map_or_else(|| PathBuf::from(&cfg.history.path), Path::to_path_buf);
+    match crate::store::load_event(&db, id)? {
+        Some(ev) => Ok(ev),
+        None => bail!("{}: no event {id} (`thrashguard history` lists them)", db.display()),
+    }
 }
 
 /// Read an event from JSON text: one event object, or JSON lines (as `thrashguard history

@@ -252,7 +252,7 @@ fn bad_invocations_are_clear_errors() {
     check(report(&["--out", &out("r.png")], None), 2, "required");
     check(report(&["7", "--event", fx, "--out", &out("r.png")], None), 2, "cannot be used with");
     check(report(&["--event", fx], None), 2, "--out");
-    check(report(&["7", "--out", &out("r.png")], None), 1, "the history store is not built in this branch");
+    check(report(&["7", "--db", &out("none.db"), "--out", &out("r.png")], None), 1, "no history yet at");
     check(report(&["--event", &out("missing.json"), "--out", &out("r.png")], None), 1, "cannot open");
     check(report(&["--event", "-", "--out", &out("r.png")], Some(b"")), 1, "empty");
     check(report(&["--event", "-", "--out", &out("r.png")], Some(b"{\"id\": 3}")), 1, "not a thrashguard event");
@@ -263,6 +263,47 @@ fn bad_invocations_are_clear_errors() {
     let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["d.png"], "nothing written, no temporary file left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The guard's own path: the event stored in the history database, drawn by id, and the
+/// output of `history --json` piped into `report --event -`.
+#[test]
+fn from_the_history_store_by_id_and_through_history_json() {
+    let dir = tmpdir("store");
+    let db = dir.join("history.db");
+    let mut ev = lab_event();
+    ev.id = None;
+    let id = {
+        let mut store = thrashguard::store::Store::open(&db, Duration::from_secs(100 * 365 * 86_400)).unwrap();
+        store.insert(&mut ev).unwrap()
+    };
+    let stored = thrashguard::store::load_event(&db, id).unwrap().expect("stored");
+    assert_eq!(stored.victim, ev.victim);
+    assert_eq!(stored.timeline.len(), ev.timeline.len());
+
+    let (png, dbs) = (dir.join("by-id.png"), db.to_str().unwrap());
+    let o = report(&[&id.to_string(), "--db", dbs, "--out", png.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (w, h, px) = decode_png(&std::fs::read(&png).unwrap());
+    assert_eq!((w, h), report::SIZE);
+    assert!(near(&px, colors::FULL, 0) > 50 && near(&px, colors::ACTION, 0) > 50);
+
+    let o = report(&[&(id + 1).to_string(), "--db", dbs, "--out", dir.join("x.png").to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("no event {}", id + 1)), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let history = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+        .args(["history", "--json", "--db", dbs])
+        .env_remove("THRASHGUARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(history.status.success(), "{}", String::from_utf8_lossy(&history.stderr));
+    let page = dir.join("piped.html");
+    let o = report(&["--event", "-", "--out", page.to_str().unwrap()], Some(&history.stdout));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = report::event_from_html(&std::fs::read_to_string(&page).unwrap()).expect("the page carries the event");
+    assert_eq!(back, stored);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
