@@ -4,7 +4,8 @@
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
 //! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, what a
-//! notification after an action says (`notify`) and the `top` screen (`top_view`).
+//! notification after an action says (`notify`), the `top` screen (`top_view`), the pressure
+//! timeline and stored events (`history`) and their drawing as PNG, SVG or HTML (`report`).
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -20,6 +21,7 @@ pub mod lifeline;
 pub mod notify;
 pub mod parse;
 pub mod policy;
+pub mod report;
 pub mod snapshot;
 pub mod top_view;
 pub mod trace;

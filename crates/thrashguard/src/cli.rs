@@ -96,6 +96,23 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Draw one event's timeline (stall, headroom, refaults; the action marked with its victim)
+    /// as a PNG, an SVG or a self-contained HTML page, by the extension of --out
+    Report {
+        /// Event id in the history store
+        #[arg(required_unless_present = "event", conflicts_with = "event", value_name = "ID")]
+        id: Option<i64>,
+        /// Read the event from a JSON file instead: one event object, or JSON lines (the
+        /// first is drawn); `-` reads stdin
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+        /// History database [default: the configured store]
+        #[arg(long, value_name = "PATH", requires = "id")]
+        db: Option<PathBuf>,
+        /// Output file: .png, .svg or .html (written atomically)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Run the daemon's policy over a trace and print every decision
     Replay {
         /// Trace file (.trace.jsonl or .trace.jsonl.gz)
@@ -293,6 +310,21 @@ pub fn run(cli: Cli) -> i32 {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             crate::replay::run(&file, &cfg, json, &mut lock).map(|_| ())
+        }
+        Command::Report { id, event, db, out } => {
+            let Some(format) = crate::report::Format::from_path(&out) else {
+                eprintln!("thrashguard: error: --out {}: the format comes from the extension: .png, .svg or .html", out.display());
+                return exit::USAGE;
+            };
+            let source = match (id, event) {
+                (Some(id), _) => crate::report::Source::Id { id, db },
+                (None, Some(file)) => crate::report::Source::File(file),
+                (None, None) => {
+                    eprintln!("thrashguard: error: give an event ID or --event FILE");
+                    return exit::USAGE;
+                }
+            };
+            crate::report::run(&source, &out, format, &cfg).map(|label| eprintln!("thrashguard: wrote {} ({label})", out.display()))
         }
         Command::Status { json } => {
             let opts = crate::daemon::Options { proc_root: cli.proc_root.clone(), sys_root: cli.sys_root.clone(), ..Default::default() };

@@ -25,6 +25,7 @@ pub mod numa;
 pub mod procdir;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod sample;
 pub mod scan;
 pub mod sockdiag;
