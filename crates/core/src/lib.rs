@@ -3,7 +3,8 @@
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
-//! (`lifeline`: wire format, keys, the daemon's checks) and `doctor`'s findings.
+//! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings and the
+//! working-set, dirty-rate and growth arithmetic of `wss`.
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -21,3 +22,4 @@ pub mod policy;
 pub mod snapshot;
 pub mod trace;
 pub mod units;
+pub mod wss;
