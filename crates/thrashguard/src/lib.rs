@@ -4,7 +4,7 @@
 //! `thrashguard_core::policy` decides, [`scan`] lists and ranks victims, [`act`] signals,
 //! [`daemon`] ties them into the guard loop, [`metrics`] serves what it
 //! measured to Prometheus, [`record`] and [`replay`] move traces in and
-//! out, [`cli`] is the command line. Decisions are never made here: only in the core crate.
+//! out, [`wss`] measures working sets and dirty rates, [`cli`] is the command line. Decisions are never made here: only in the core crate.
 
 pub mod act;
 pub mod cgroups;
@@ -25,3 +25,4 @@ pub mod sample;
 pub mod scan;
 pub mod sockdiag;
 pub mod status;
+pub mod wss;
