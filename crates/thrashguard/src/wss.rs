@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use thrashguard_core::parse::pagemap::{self, ENTRY_BYTES, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SOFT_DIRTY, PAGE_IS_SWAPPED, PageCounts};
+use thrashguard_core::parse::pagemap::{self, ENTRY_BYTES, PAGE_IS_PRESENT, PAGE_IS_SOFT_DIRTY, PAGE_IS_SWAPPED, PageCounts};
 use thrashguard_core::parse::{maps, pid, smaps};
 use thrashguard_core::units::{Comm, Kib, Micros, Pages, Pid, ProcId};
 use thrashguard_core::wss::{self as core_wss, GrowthTracker, PagemapMethod, ProcGrowth, Reading, SoftDirty};
@@ -150,9 +150,11 @@ impl PagemapReader {
             vec: self.regions.as_mut_ptr() as u64,
             vec_len: self.regions.len() as u64,
             category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_SOFT_DIRTY | PAGE_IS_FILE,
+            // not PAGE_IS_FILE: wss does not report it, and asking costs a page lookup each
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_SOFT_DIRTY,
             ..PmScanArg::default()
         };
+        let mut counted_to = start;
         while arg.start < end {
             // SAFETY: `arg` is a valid `struct pm_scan_arg` of the size it declares; `vec`
             // points at `vec_len` writable `struct page_region`s owned by `self.regions`,
@@ -169,7 +171,13 @@ impl PagemapReader {
             }
             let filled = (rc as usize).min(self.regions.len());
             for r in &self.regions[..filled] {
-                counts.add_region(r.start, r.end, r.categories, self.page_size);
+                // A walk that stopped on a full vector may resume (walk_end) inside a run it
+                // already returned: count every page once.
+                let from = r.start.max(counted_to);
+                if r.end > from {
+                    counts.add_region(from, r.end, r.categories, self.page_size);
+                    counted_to = r.end;
+                }
             }
             if arg.walk_end <= arg.start {
                 break; // no progress: never loop forever on a kernel that does not advance
@@ -226,12 +234,16 @@ pub fn pick_method(proc_root: &Path, choice: MethodChoice, reader: &mut PagemapR
     if choice == MethodChoice::Pread {
         return Ok(PagemapMethod::Pread);
     }
-    let own = std::fs::File::open(proc_root.join("self/pagemap")).map_err(|e| format!("{}/self/pagemap: {e}", proc_root.display()))?;
+    let own = match std::fs::File::open(proc_root.join("self/pagemap")) {
+        Ok(f) => f,
+        Err(_) if choice == MethodChoice::Auto => return Ok(PagemapMethod::Pread),
+        Err(e) => return Err(format!("{}/self/pagemap: {e}", proc_root.display())),
+    };
     let probe = vec![0u8; 1];
     let addr = probe.as_ptr() as u64 & !(reader.page_size - 1);
     match reader.count_scan(own.as_fd(), addr, addr + reader.page_size) {
         Ok(_) => Ok(PagemapMethod::PagemapScan),
-        Err(PagemapError::NoScan) if choice == MethodChoice::Auto => Ok(PagemapMethod::Pread),
+        Err(_) if choice == MethodChoice::Auto => Ok(PagemapMethod::Pread),
         Err(e) => Err(format!("PAGEMAP_SCAN: {e:?} (the kernel needs 6.7+)")),
     }
 }
@@ -680,5 +692,44 @@ mod tests {
             Err(e) => panic!("{e:?}"),
         }
         std::hint::black_box(&mem);
+    }
+
+    #[test]
+    fn scan_resumes_without_counting_twice() {
+        // A 256 MiB mapping read whole (zero pages), dropped, then every other page of its
+        // first 64 MiB written: 8192 one-page regions, two full vectors. The kernel resumes
+        // such a walk (walk_end) inside runs it already returned; counted once here, this
+        // gave 512 pages too many before.
+        use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mmap_anonymous, munmap};
+        let (len, ps) = (256usize << 20, 4096usize);
+        // SAFETY: a fresh private anonymous mapping, used only through `mem` here.
+        let base = unsafe {
+            mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE | MapFlags::NORESERVE)
+        }
+        .expect("mmap");
+        let mem = base.cast::<u8>();
+        for i in (0..len).step_by(ps) {
+            // SAFETY: inside the mapping.
+            std::hint::black_box(unsafe { mem.add(i).read_volatile() });
+        }
+        // SAFETY: the mapping above; nothing refers into it.
+        unsafe { madvise(base, len, Advice::LinuxDontNeed) }.expect("madvise");
+        for i in (0..64usize << 20).step_by(2 * ps) {
+            // SAFETY: inside the mapping.
+            unsafe { mem.add(i).write_volatile(1) };
+        }
+        let own = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        let mut r = PagemapReader::new();
+        let (s, e) = (mem as u64, mem as u64 + len as u64);
+        let by_pread = r.count_pread(own.as_fd(), s, e).expect("pread");
+        assert_eq!(by_pread.present, Pages(8192));
+        let by_scan = r.count_scan(own.as_fd(), s, e);
+        // SAFETY: the mapping above; nothing refers into it any more.
+        unsafe { munmap(base, len) }.expect("munmap");
+        match by_scan {
+            Ok(c) => assert_eq!((c.present, c.scanned), (by_pread.present, by_pread.scanned)),
+            Err(PagemapError::NoScan) => {}
+            Err(e) => panic!("{e:?}"),
+        }
     }
 }
