@@ -239,7 +239,7 @@ pub fn pick_method(proc_root: &Path, choice: MethodChoice, reader: &mut PagemapR
         Err(_) if choice == MethodChoice::Auto => return Ok(PagemapMethod::Pread),
         Err(e) => return Err(format!("{}/self/pagemap: {e}", proc_root.display())),
     };
-    let probe = vec![0u8; 1];
+    let probe = std::hint::black_box([0u8; 1]); // on our stack: a present page
     let addr = probe.as_ptr() as u64 & !(reader.page_size - 1);
     match reader.count_scan(own.as_fd(), addr, addr + reader.page_size) {
         Ok(_) => Ok(PagemapMethod::PagemapScan),
@@ -394,7 +394,7 @@ fn open_target(
     .map_err(|e| (Comm::default(), if matches!(e, Errno::NOENT | Errno::SRCH) { Outcome::NotFound } else { denied_or("PID", e) }))?;
     let stat_fd = open_at(dir.as_fd(), "stat", OFlags::RDONLY).map_err(|o| (Comm::default(), o))?;
     let stat = match procdir::read_open(stat_fd.as_fd(), buf) {
-        Ok(b) if b.is_empty() => return Err((Comm::default(), Outcome::NotFound)),
+        Ok([]) => return Err((Comm::default(), Outcome::NotFound)),
         Ok(b) => pid::parse_stat(b).map_err(|e| (Comm::default(), Outcome::Failed(e.to_string())))?,
         Err(ReadError::Gone) => return Err((Comm::default(), Outcome::NotFound)),
         Err(ReadError::Denied) => return Err((Comm::default(), Outcome::Denied("stat"))),

@@ -153,7 +153,7 @@ fn of_type<'a>(lines: &'a [Value], t: &str) -> Vec<&'a Value> {
 fn process<'a>(lines: &'a [Value], pid: &str) -> &'a Value {
     lines
         .iter()
-        .find(|v| v["type"] == "process" && v["pid"].to_string() == pid)
+        .find(|v| v["type"] == "process" && v["pid"] == pid.parse::<u64>().unwrap())
         .unwrap_or_else(|| panic!("no process line for {pid}: {lines:#?}"))
 }
 
@@ -238,7 +238,7 @@ fn a_process_exiting_mid_measurement_is_an_outcome_not_an_error() {
     let mut all = Vec::new();
     for l in lines.by_ref() {
         let v: Value = serde_json::from_str(&l.unwrap()).unwrap();
-        let first = v["type"] == "sample" && v["pid"].to_string() == leaving.pid();
+        let first = v["type"] == "sample" && v["pid"] == leaving.pid().parse::<u64>().unwrap();
         all.push(v);
         if first {
             leaving.send("exit");
