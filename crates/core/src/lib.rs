@@ -5,7 +5,8 @@
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
 //! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, what a
 //! notification after an action says (`notify`), the `top` screen (`top_view`), the pressure
-//! timeline and stored events (`history`) and their drawing as PNG, SVG or HTML (`report`).
+//! timeline and stored events (`history`) and their drawing as PNG, SVG or HTML (`report`),
+//! and the working-set, dirty-rate and growth arithmetic of `wss`.
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -26,3 +27,4 @@ pub mod snapshot;
 pub mod top_view;
 pub mod trace;
 pub mod units;
+pub mod wss;

@@ -203,6 +203,35 @@ pub enum Command {
         #[arg(long)]
         hmac: bool,
     },
+    /// Working set (pages referenced), dirtied pages (soft-dirty), RSS, swap and their rates per
+    /// interval for each process (exit 0 when every process was measured, 1 otherwise)
+    #[command(after_help = "Resets the processes' accessed bits (clear_refs) at the start and after each reading, which \
+                            perturbs the kernel's reclaim decisions for them; --no-reset reads without resetting.\n\
+                            Dirtied pages need a kernel with soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY); without it they \
+                            read \"unsupported\".")]
+    Wss {
+        /// Processes to measure
+        #[arg(required = true, value_name = "PID")]
+        pids: Vec<u32>,
+        /// Seconds between readings
+        #[arg(long, value_name = "S", default_value_t = 1.0)]
+        interval: f64,
+        /// Readings per process
+        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        samples: u32,
+        /// One JSON object per line: start, sample, process, end
+        #[arg(long)]
+        json: bool,
+        /// Read without resetting accessed and soft-dirty bits
+        #[arg(long)]
+        no_reset: bool,
+        /// Count only the mappings that overlap START-END (hex, as /proc/PID/maps prints it)
+        #[arg(long, value_name = "START-END")]
+        range: Option<String>,
+        /// How to read pagemap
+        #[arg(long, value_enum, default_value_t = crate::wss::MethodChoice::Auto)]
+        pagemap: crate::wss::MethodChoice,
+    },
     /// Send an authenticated lifeline request and print the authenticated reply
     #[command(after_help = "ACTION: status | rescue | kill PID[@START] | freeze PID[@START] | thaw PID | sysrq LETTER\n\
                             Examples:\n  thrashguard send web1 status --key ops.key --host-pub web1-host.pub\n  \
@@ -270,7 +299,9 @@ fn load_config(cli: &Cli) -> Result<Config, i32> {
 pub fn run(cli: Cli) -> i32 {
     crate::logging::init(cli.log_format, cli.verbose);
     let cfg = match &cli.command {
-        Command::DefaultConfig | Command::Thaw { .. } | Command::Keygen { .. } | Command::Send { .. } => Config::default(),
+        Command::DefaultConfig | Command::Thaw { .. } | Command::Keygen { .. } | Command::Send { .. } | Command::Wss { .. } => {
+            Config::default()
+        }
         _ => match load_config(&cli) {
             Ok(c) => c,
             Err(code) => return code,
@@ -391,6 +422,36 @@ pub fn run(cli: Cli) -> i32 {
                 std::time::Duration::ZERO,
                 &crate::doctor_net::Options::default(),
             );
+        }
+        Command::Wss { pids, interval, samples, json, no_reset, range, pagemap } => {
+            let Some(interval) = Duration::try_from_secs_f64(interval).ok().filter(|d| !d.is_zero()) else {
+                eprintln!("thrashguard: error: --interval {interval}: not a positive number of seconds");
+                return exit::USAGE;
+            };
+            let range = match range.as_deref().map(thrashguard_core::parse::maps::parse_range) {
+                Some(None) => {
+                    eprintln!("thrashguard: error: --range {}: expected START-END in hex, START below END", range.unwrap_or_default());
+                    return exit::USAGE;
+                }
+                Some(r) => r,
+                None => None,
+            };
+            let opts = crate::wss::Options {
+                pids: pids.into_iter().map(Pid).collect(),
+                interval,
+                samples,
+                json,
+                reset: !no_reset,
+                range,
+                method: pagemap,
+            };
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            match crate::wss::run(&cli.proc_root, &opts, &mut lock) {
+                Ok(true) => return exit::OK,
+                Ok(false) => return exit::FAILURE,
+                Err(e) => Err(e),
+            }
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
         Command::Keygen { out, name, hmac } => {

@@ -6,7 +6,8 @@
 //! on a thread of its own, [`metrics`] serves what it
 //! measured to Prometheus, [`record`] and [`replay`] move traces in and
 //! out, [`store`] keeps the event history ([`history`] lists it), [`top`] is the live
-//! terminal view, [`cli`] is the command line. Decisions are never made here: only in the core crate.
+//! terminal view, [`wss`] measures working sets and dirty rates, [`cli`] is the command line.
+//! Decisions are never made here: only in the core crate.
 
 pub mod act;
 pub mod cgroups;
@@ -32,3 +33,4 @@ pub mod sockdiag;
 pub mod status;
 pub mod store;
 pub mod top;
+pub mod wss;

@@ -9,12 +9,15 @@
 pub mod buddyinfo;
 pub mod cgroup;
 pub mod kmsg;
+pub mod maps;
 pub mod meminfo;
 pub mod mountinfo;
 pub mod netstat;
 pub mod numa_maps;
+pub mod pagemap;
 pub mod pid;
 pub mod psi;
+pub mod smaps;
 pub mod sockets;
 pub mod vmstat;
 

@@ -12,6 +12,9 @@
 //! multiplies by 4 and `avoid` by 1/4, and a NUMA node scope multiplies by the share of
 //! the process's memory on that node. A big idle process thus loses to a slightly
 //! smaller one that faults and grows. "oom_score" ranks by the kernel's oom_score alone.
+//! "growth" (off by default until the lab shows it helps) ranks by how fast RSS + swap grew
+//! between the last two scans, weighed by preference and scope share like the default;
+//! the default order breaks ties, so without a previous scan it is the default order.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +90,9 @@ pub enum RankBy {
     Footprint,
     /// The kernel's oom_score, footprint as tie-break.
     OomScore,
+    /// Growth of RSS + swap between the last two scans (preference and scope share
+    /// weigh it), the default order as tie-break.
+    Growth,
 }
 
 /// Whether `c` may be a victim; `own` is thrashguard's pid.
@@ -142,6 +148,18 @@ pub fn badness(c: &Candidate, totals: &Totals) -> f64 {
         * weight
 }
 
+/// The "growth" ranking score: positive growth in KiB between the last two scans, weighed
+/// by preference and scope share as [`badness`] weighs the footprint; 0 for a shrinking or
+/// unknown process.
+pub fn growth_score(c: &Candidate) -> f64 {
+    let weight = match c.preference {
+        Preference::Neutral => 1.0,
+        Preference::Prefer => 4.0,
+        Preference::Avoid => 0.25,
+    };
+    c.growth_kib.max(0) as f64 * f64::from(c.scope_share_permille.min(1000)) / 1000.0 * weight
+}
+
 /// Write the indices of eligible candidates into `order`, best victim first. `order` is
 /// cleared first; give it enough capacity and this allocates nothing.
 pub fn rank(cands: &[Candidate], by: RankBy, own: Pid, order: &mut Vec<u32>) {
@@ -153,6 +171,7 @@ pub fn rank(cands: &[Candidate], by: RankBy, own: Pid, order: &mut Vec<u32>) {
         match by {
             RankBy::Footprint => (badness(c, &totals), c.oom_score.unwrap_or(0) as f64, c.footprint.0),
             RankBy::OomScore => (c.oom_score.unwrap_or(0) as f64, badness(c, &totals), c.footprint.0),
+            RankBy::Growth => (growth_score(c), badness(c, &totals), c.footprint.0),
         }
     };
     // Sort descending by key, then by pid ascending so equal keys give a stable, replayable order.
@@ -239,5 +258,24 @@ mod tests {
         cands[1].oom_score = Some(10);
         assert_eq!(ranked(&cands, RankBy::OomScore), vec![12, 10, 11]);
         assert_eq!(ranked(&cands, RankBy::Footprint), vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn growth_mode() {
+        // without growth (first scan) it is the default order
+        let mut cands = vec![cand(10, 900), cand(11, 100), cand(12, 500)];
+        assert_eq!(ranked(&cands, RankBy::Growth), ranked(&cands, RankBy::Footprint));
+        // the small fast grower first, then the slow grower; a shrinking big one last
+        cands[1].growth_kib = 30 * 1024;
+        cands[2].growth_kib = 10 * 1024;
+        cands[0].growth_kib = -200 * 1024;
+        assert_eq!(ranked(&cands, RankBy::Growth), vec![11, 12, 10]);
+        // avoid weighs growth too; the never-victims stay out
+        cands[1].preference = Preference::Avoid;
+        assert_eq!(ranked(&cands, RankBy::Growth), vec![12, 11, 10]);
+        cands[2].oom_score_adj = Some(-1000);
+        assert_eq!(ranked(&cands, RankBy::Growth), vec![11, 10]);
+        let parsed: RankBy = toml::from_str::<toml::Table>("r = \"growth\"").expect("toml")["r"].clone().try_into().expect("rank_by");
+        assert_eq!(parsed, RankBy::Growth);
     }
 }
