@@ -147,6 +147,26 @@ impl Serialize for Comm {
     }
 }
 
+/// A wall-clock instant broken into UTC calendar fields (proleptic Gregorian), for
+/// printing: year, month, day, hour, minute, second, millisecond. Any `i64` of milliseconds
+/// since the Unix epoch converts (the year is wide enough not to overflow).
+pub fn utc_fields(unix_ms: i64) -> (i128, u8, u8, u8, u8, u8, u16) {
+    let days = unix_ms.div_euclid(86_400_000);
+    let ms_of_day = unix_ms.rem_euclid(86_400_000);
+    // civil_from_days (Howard Hinnant), for days since 1970-01-01
+    let z = i128::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i128::from(m <= 2);
+    let f = |v: i64| v as u8;
+    (y, m as u8, d as u8, f(ms_of_day / 3_600_000), f(ms_of_day / 60_000 % 60), f(ms_of_day / 1000 % 60), (ms_of_day % 1000) as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

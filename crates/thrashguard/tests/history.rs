@@ -7,7 +7,6 @@
 // Test helpers may panic: a panic is a failing test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -319,14 +318,7 @@ fn event_size_and_insert_time() {
 
 /// Lifeline keys (`keygen`), an authorized file, and a config with `[history]` in `dir`.
 fn setup(dir: &Path, history: &str) -> (PathBuf, u16) {
-    for stem in ["ops", "host"] {
-        let o = tg(&["keygen", "--out", dir.to_str().unwrap(), "--name", stem]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    let authorized = dir.join("authorized");
-    std::fs::copy(dir.join("ops.pub"), &authorized).unwrap();
-    std::fs::set_permissions(&authorized, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (authorized, port) = common::lifeline_keys(dir, &[("ops", false), ("host", false)], &["ops"]);
     let config = dir.join("tg.toml");
     std::fs::write(
         &config,

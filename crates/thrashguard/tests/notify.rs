@@ -43,12 +43,7 @@ impl Setup {
 /// rate limits, a status socket of its own, and `notify` as the `[notify]` table.
 fn setup(tag: &str, notify: &str) -> Setup {
     let dir = tree(&format!("notify-{tag}"));
-    let o = tg(&["keygen", "--out", dir.0.to_str().unwrap(), "--name", "ops", "--hmac"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let authorized = dir.0.join("authorized");
-    std::fs::copy(dir.0.join("ops.pub"), &authorized).unwrap();
-    std::fs::set_permissions(&authorized, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (authorized, port) = common::lifeline_keys(&dir.0, &[("ops", true)], &["ops"]);
     let config = dir.0.join("tg.toml");
     let text = format!(
         "[guard]\nstatus_socket = \"{}\"\n[lifeline]\nlisten = \"127.0.0.1:{port}\"\nauthorized_keys = \"{}\"\nhost_id = \"{HOST}\"\nper_source_burst = 1000\nper_source_per_s = 1000\n[notify]\ndesktop = \"never\"\n{notify}",

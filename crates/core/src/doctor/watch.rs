@@ -41,19 +41,8 @@ pub fn diff(before: &[Key], now: &[Key]) -> Vec<Change> {
 
 /// `2026-11-23T14:05:09Z` for seconds since the Unix epoch (UTC).
 pub fn rfc3339(unix_secs: u64) -> String {
-    let days = unix_secs / 86_400;
-    let rem = unix_secs % 86_400;
-    // civil_from_days (Howard Hinnant), for days since 1970-01-01
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let (y, m, d, h, mi, s, _) = crate::units::utc_fields(i64::try_from(unix_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// `2026-11-23T14:05:09Z + WARNING [oom-kills] title` (`-` when it cleared).

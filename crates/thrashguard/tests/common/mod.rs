@@ -92,3 +92,25 @@ pub fn write(root: &std::path::Path, rel: &str, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
+
+/// Lifeline keys made by the real `thrashguard keygen` in `dir` (`(name, hmac)` each), an
+/// `authorized` file (0600) holding the public lines of those in `authorize`, and a free
+/// loopback UDP port for the guard to listen on. Returns the authorized file and the port.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn lifeline_keys(dir: &std::path::Path, keys: &[(&str, bool)], authorize: &[&str]) -> (std::path::PathBuf, u16) {
+    for &(stem, hmac) in keys {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thrashguard"));
+        cmd.env_remove("THRASHGUARD_CONFIG").args(["keygen", "--out", dir.to_str().expect("utf-8"), "--name", stem]);
+        if hmac {
+            cmd.arg("--hmac");
+        }
+        let o = cmd.output().expect("run keygen");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let authorized = dir.join("authorized");
+    let text: String = authorize.iter().map(|stem| std::fs::read_to_string(dir.join(format!("{stem}.pub"))).expect("public key")).collect();
+    std::fs::write(&authorized, text).expect("write authorized");
+    std::fs::set_permissions(&authorized, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    (authorized, port)
+}
