@@ -26,6 +26,7 @@ use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
 use crate::lifeline;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};
@@ -236,6 +237,8 @@ pub struct Guard {
     /// The last decision: scope name and victim (for status and tests).
     pub last_decision: Option<(String, Candidate)>,
     last_sample_error: bool,
+    /// systemd's notification socket and watchdog (a no-op without systemd).
+    notifier: Notifier,
 }
 
 impl Guard {
@@ -284,6 +287,7 @@ impl Guard {
             counters: Counters::default(),
             last_decision: None,
             last_sample_error: false,
+            notifier: Notifier::default(),
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
@@ -380,12 +384,32 @@ impl Guard {
         }
     }
 
-    /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`].
+    /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`],
+    /// then the watchdog ping: from this loop itself, so a guard stuck anywhere in it stops
+    /// pinging and systemd restarts it.
     pub fn iterate(&mut self) {
         self.wait();
         self.serve_lifeline();
         self.serve_status();
         self.tick();
+        self.notify();
+    }
+
+    /// Hand the guard systemd's notification socket (`thrashguard daemon` only).
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = notifier;
+    }
+
+    /// WATCHDOG=1 when due, and STATUS= with the system scope's phase when it changed.
+    /// Allocates nothing.
+    fn notify(&mut self) {
+        if !self.notifier.enabled() {
+            return;
+        }
+        self.notifier.tick(self.sampler.now());
+        let phase = self.last_system.map_or(Phase::Calm, |(_, p)| p).as_str();
+        let (decisions, actions) = (self.counters.decisions, self.counters.actions);
+        self.notifier.status(format_args!("guarding; phase {phase}; {decisions} decisions, {actions} actions"));
     }
 
     /// Answer the lifeline datagrams waiting, at most [`LIFELINE_BATCH`] per wake-up so that
@@ -708,7 +732,8 @@ impl Guard {
     }
 
     fn wait(&mut self) {
-        let timeout = Duration::from_micros(self.next.0);
+        // Wake at least every half watchdog interval, so the pings keep up while calm.
+        let timeout = Duration::from_micros(self.next.0).min(self.notifier.max_wait().unwrap_or(Duration::MAX));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // Every armed trigger (system, cgroup v2 scopes) and the victim's pidfd, in the
         // set reserved at start: poll(2) on raw fds, so nothing is borrowed across ticks.
@@ -1067,6 +1092,9 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
 
 /// Entry point of `thrashguard daemon`.
 pub fn main(cfg: Config, opts: Options) -> Result<()> {
+    // SAFETY: first thing in the daemon, before it spawns any thread (the metrics server,
+    // the lifeline and any later thread start below); logging set-up spawns none.
+    let notifier = unsafe { Notifier::from_env() };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -1094,7 +1122,19 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
         Some(l) => info!("{}", l.describe()),
         None => info!("lifeline off (no key in {})", guard.cfg.lifeline.authorized_keys),
     }
+    // Set up (memory locked, triggers armed, rescue path warm): tell systemd.
+    if notifier.enabled() {
+        match notifier.watchdog() {
+            Some(w) => info!("systemd: READY sent; watchdog {} ms, pinged from the guard loop", w.as_millis()),
+            None => info!("systemd: READY sent; no watchdog"),
+        }
+    }
+    guard.set_notifier(notifier);
+    let now = guard.sampler.now();
+    let ready = format!("guarding{dry}: {}", guard.describe());
+    guard.notifier.ready(&ready, now);
     guard.run(&stop);
+    guard.notifier.stopping();
     info!(
         "stopping after {} iterations, {} decisions, {} actions",
         guard.counters.iterations, guard.counters.decisions, guard.counters.actions
