@@ -367,6 +367,22 @@ impl Guard {
         }
     }
 
+    /// Other memory-pressure daemons running now, by process name (from the last scan).
+    pub fn other_guards(&self) -> Vec<String> {
+        const OTHERS: [&str; 3] = ["earlyoom", "systemd-oomd", "nohang"];
+        let mut found: Vec<String> = self
+            .scanner
+            .candidates()
+            .iter()
+            .filter(|c| !c.kernel_thread && c.id.pid.0 != std::process::id())
+            .map(|c| c.comm.to_string_lossy())
+            .filter(|n| OTHERS.contains(&n.as_str()))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
     /// Whether PSI is in use, and how the loop wakes up.
     pub fn describe(&self) -> String {
         match (&self.sampler.no_psi, &self.wakeup) {
@@ -1117,6 +1133,10 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     );
     if !missing.is_empty() {
         warn!("running with reduced power; cannot: {}", missing.join("; "));
+    }
+    let others = guard.other_guards();
+    if !others.is_empty() {
+        warn!("another memory-pressure daemon runs too ({}): two guards race to pick victims; stop one", others.join(", "));
     }
     match &guard.lifeline {
         Some(l) => info!("{}", l.describe()),

@@ -218,3 +218,22 @@ fn changelog_matches_the_version() {
         env!("CARGO_PKG_VERSION")
     );
 }
+
+/// A guard started beside earlyoom (here: a sleep named earlyoom) says so at start.
+#[test]
+fn another_guard_running_is_named_at_start() {
+    let dir = Tree(std::env::temp_dir().join(format!("tg-other-guard-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let fake = dir.0.join("earlyoom");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut other = Command::new(&fake).arg("60").spawn().unwrap();
+    let cfg = dir.0.join("tg.toml");
+    std::fs::write(&cfg, "[guard]\nstatus_socket = \"\"\n").unwrap();
+    let mut d = common::Daemon::spawn(&["--config", cfg.to_str().unwrap(), "daemon", "--dry-run", "--no-self-protect", "--duration", "30"]);
+    let line = d.wait_for("another memory-pressure daemon");
+    assert!(line.contains("earlyoom"), "{line}");
+    drop(d);
+    let _ = other.kill();
+    let _ = other.wait();
+}
