@@ -1149,6 +1149,17 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
             None => info!("systemd: READY sent; no watchdog"),
         }
     }
+    // The SIGTERM grace blocks the loop: longer than half the watchdog, a rescue trips it.
+    if let Some(half) = notifier.max_wait()
+        && Duration::from_millis(guard.cfg.guard.sigterm_grace_ms) >= half
+    {
+        warn!(
+            "guard.sigterm_grace_ms = {} is at least half the systemd watchdog ({} ms): a rescue's grace would get the guard \
+             killed by the watchdog; raise WatchdogSec= with `systemctl edit thrashguard` or shorten the grace",
+            guard.cfg.guard.sigterm_grace_ms,
+            half.as_millis() * 2
+        );
+    }
     guard.set_notifier(notifier);
     let now = guard.sampler.now();
     let ready = format!("guarding{dry}: {}", guard.describe());

@@ -81,7 +81,7 @@ const FILES: &[(&str, &str)] = &[
     ("/etc/thrashguard/lifeline.authorized", "keys allowed to send lifeline requests; the lifeline is off while it is missing or empty"),
     ("/etc/thrashguard/host.key", "the host's Ed25519 key that signs lifeline replies"),
     ("/run/thrashguard/status.sock", "the running guard's state, read by thrashguard status"),
-    ("/lib/systemd/system/thrashguard.service", "the systemd unit (Type=notify, watchdog)"),
+    ("/usr/lib/systemd/system/thrashguard.service", "the systemd unit (Type=notify, watchdog)"),
     ("/usr/share/doc/thrashguard/", "configuration reference, policy, lifeline protocol, doctor rules, metrics"),
 ];
 
