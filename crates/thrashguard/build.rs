@@ -35,15 +35,12 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from).unwrap_or_default();
     // Re-run when the commit, the branch it points to or the index moves, and when this
     // crate's sources change (the dirty flag follows the edits that rebuild the binary).
-    for what in ["HEAD", "index"] {
-        if let Some(p) = git(&dir, &["rev-parse", "--path-format=absolute", "--git-path", what]) {
+    // (only paths that exist: cargo re-runs a script whose watched path is missing every time)
+    let head_ref = git(&dir, &["symbolic-ref", "-q", "HEAD"]);
+    for what in ["HEAD", "index", "packed-refs"].into_iter().chain(head_ref.as_deref()) {
+        if let Some(p) = git(&dir, &["rev-parse", "--path-format=absolute", "--git-path", what]).filter(|p| Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={p}");
         }
-    }
-    if let Some(head_ref) = git(&dir, &["symbolic-ref", "-q", "HEAD"])
-        && let Some(p) = git(&dir, &["rev-parse", "--path-format=absolute", "--git-path", &head_ref])
-    {
-        println!("cargo:rerun-if-changed={p}");
     }
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=build.rs");
