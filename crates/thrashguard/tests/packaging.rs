@@ -194,7 +194,9 @@ fn unit_verifies_and_its_exposure_stays_low() {
     let path = unit_for_host(&dir.0);
     let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
+    // (verify also loads the host's own units, which may warn about themselves)
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("thrashguard")).collect();
+    assert!(o.status.success() && ours.is_empty(), "systemd-analyze verify: {err}");
     // `--offline` scores the file as written (systemd >= 250); the lab runs the real one
     let o = Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&path).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
