@@ -26,7 +26,7 @@ use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
 use crate::lifeline;
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::systemd::Notifier;
 use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};

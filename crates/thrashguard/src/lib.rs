@@ -18,7 +18,7 @@ pub mod generate;
 pub mod lifeline;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
+pub mod systemd;
 pub mod numa;
 pub mod procdir;
 pub mod record;

@@ -1,4 +1,4 @@
-//! systemd's notification protocol: READY=1 once the guard is set up, WATCHDOG=1 from the
+//! systemd's notification protocol (sd_notify, not the `[notify]` hooks): READY=1 once the guard is set up, WATCHDOG=1 from the
 //! guard loop itself, STATUS= with the policy's phase, STOPPING=1 on the way out.
 //!
 //! Owns the notification socket, read from `$NOTIFY_SOCKET` once and connected once, and
