@@ -26,7 +26,37 @@ pub struct Config {
     pub lifeline: LifelineConfig,
     /// `[metrics]`: the Prometheus endpoint (off unless an address is given).
     pub metrics: MetricsConfig,
+    /// `[history]`: the event store (`thrashguard history`).
+    pub history: HistoryConfig,
+    /// `[notify]`: commands and desktop notifications after an action (docs/notify.md).
+    pub notify: NotifyConfig,
 }
+
+/// `[history]` (docs/history.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Store an event for every action.
+    pub enabled: bool,
+    /// The SQLite database.
+    pub path: String,
+    /// Seconds of timeline kept before the action.
+    pub before_s: u32,
+    /// Seconds of timeline after the action; the event is stored once they have passed.
+    pub after_s: u32,
+    /// Events older than this many days are deleted.
+    pub keep_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { enabled: true, path: "/var/lib/thrashguard/history.db".into(), before_s: 60, after_s: 30, keep_days: 90 }
+    }
+}
+
+/// Seconds of timeline the guard's ring keeps (its 1 Hz tier): `history.before_s +
+/// history.after_s` must fit.
+pub const HISTORY_RING_S: u32 = 600;
 
 /// `[metrics]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +208,101 @@ impl Default for LifelineConfig {
     }
 }
 
+/// `[notify]` (docs/notify.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Commands run after each action, one after the other, each with the action in its
+    /// environment. Never through a shell.
+    pub on_action: Vec<HookCommand>,
+    /// Each command (and each desktop notification) is killed, with its whole process
+    /// group, after this long.
+    pub timeout_s: u32,
+    /// Desktop notifications (notify-send on each user's session bus).
+    pub desktop: Desktop,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig { on_action: Vec::new(), timeout_s: 10, desktop: Desktop::Auto }
+    }
+}
+
+/// Most commands in `notify.on_action`.
+pub const MAX_HOOKS: usize = 16;
+
+/// One `notify.on_action` command: a string split at whitespace (no quoting, no shell), or
+/// an array that is the argv as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HookCommand {
+    /// `"/usr/local/bin/alert --loud"`: split at ASCII whitespace.
+    Line(String),
+    /// `["/usr/local/bin/alert", "two words"]`: exactly these arguments.
+    Argv(Vec<String>),
+}
+
+impl HookCommand {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<&str> {
+        match self {
+            HookCommand::Line(l) => l.split_ascii_whitespace().collect(),
+            HookCommand::Argv(a) => a.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// When desktop notifications are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desktop {
+    /// When notify-send is installed (checked at start); users without a session bus are
+    /// skipped silently.
+    #[default]
+    Auto,
+    /// Always try, and warn when notify-send is missing or fails.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Desktop {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desktop::Auto => "auto",
+            Desktop::Always => "always",
+            Desktop::Never => "never",
+        }
+    }
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("notify.timeout_s", self.timeout_s, 1, 600, "must be within 1..=600")?;
+        let bad = |cmd: &HookCommand, rule| ConfigError::Range { key: "notify.on_action", value: format!("{:?}", cmd.argv()), rule };
+        if self.on_action.len() > MAX_HOOKS {
+            return Err(ConfigError::Range {
+                key: "notify.on_action",
+                value: format!("{} commands", self.on_action.len()),
+                rule: "must hold at most 16 commands",
+            });
+        }
+        for cmd in &self.on_action {
+            let argv = cmd.argv();
+            match argv.first() {
+                None => return Err(bad(cmd, "each command must name a program")),
+                Some(p) if !p.starts_with('/') => return Err(bad(cmd, "the program must be an absolute path (hooks run without a shell)")),
+                Some(_) => {}
+            }
+            if argv.iter().any(|a| a.contains('\0')) {
+                return Err(bad(cmd, "must not contain a NUL byte"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -237,6 +362,17 @@ impl Config {
         range("guard.max_processes", g.max_processes, 64, 4_194_304, "must be within 64..=4194304")?;
         range("cgroups.max_scopes", self.cgroups.max_scopes, 0, 4096, "must be within 0..=4096")?;
         self.metrics.address()?;
+        let h = &self.history;
+        range("history.before_s", h.before_s, 0, HISTORY_RING_S - 1, "must be within 0..=599")?;
+        range("history.after_s", h.after_s, 1, HISTORY_RING_S - h.before_s, "must be within 1..=600 - history.before_s")?;
+        range("history.keep_days", h.keep_days, 1, 36_500, "must be within 1..=36500")?;
+        if h.enabled && h.path.trim().is_empty() {
+            return Err(ConfigError::Range {
+                key: "history.path",
+                value: "\"\"".into(),
+                rule: "must be a file path (or history.enabled = false)",
+            });
+        }
         let l = &self.lifeline;
         if l.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Range { key: "lifeline.listen", value: format!("{:?}", l.listen), rule: "must be ADDRESS:PORT" });
@@ -245,6 +381,7 @@ impl Config {
         range("lifeline.per_source_burst", l.per_source_burst, 1, 10_000, "must be within 1..=10000")?;
         range("lifeline.per_source_per_s", l.per_source_per_s, 1, 10_000, "must be within 1..=10000")?;
         range("lifeline.verifications_per_s", l.verifications_per_s, 1, 100_000, "must be within 1..=100000")?;
+        self.notify.validate()?;
         for (key, list) in [("victim.prefer", &self.victim.prefer), ("victim.avoid", &self.victim.avoid)] {
             for pattern in list {
                 if regex_lite::Regex::new(pattern).is_err() {
@@ -291,7 +428,59 @@ mod tests {
         assert!(matches!(e, ConfigError::Range { key: "policy.sustain_corroborated_ms", .. }), "{e}");
         let e = Config::parse("[victim]\nprefer = [\"(unclosed\"]\n").unwrap_err();
         assert!(matches!(e, ConfigError::Range { key: "victim.prefer", .. }), "{e}");
+        let e = Config::parse("[history]\nafter_s = 0\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.after_s", .. }), "{e}");
+        let e = Config::parse("[history]\nbefore_s = 500\nafter_s = 200\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.after_s", .. }), "{e}");
+        let e = Config::parse("[history]\nkeep_days = 0\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.keep_days", .. }), "{e}");
+        let e = Config::parse("[history]\npath = \"\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Range { key: "history.path", .. }), "{e}");
+        assert!(Config::parse("[history]\nenabled = false\npath = \"\"\n").is_ok());
+        let e = Config::parse("[history]\nkeep = 3\n").unwrap_err().to_string();
+        assert!(e.contains("keep"), "{e}");
         let e = Config::parse("[guard]\naction = \"explode\"\n").unwrap_err().to_string();
         assert!(e.contains("explode") || e.contains("action"), "{e}");
+    }
+
+    #[test]
+    fn notify_commands_split_or_as_given() {
+        let cfg = Config::parse(
+            "[notify]\non_action = [\"/usr/bin/logger  -t  tg\", [\"/usr/local/bin/alert\", \"two words\"]]\ntimeout_s = 3\ndesktop = \"never\"\n",
+        )
+        .expect("valid");
+        assert_eq!(cfg.notify.on_action[0].argv(), ["/usr/bin/logger", "-t", "tg"]);
+        assert_eq!(cfg.notify.on_action[1].argv(), ["/usr/local/bin/alert", "two words"]);
+        assert_eq!((cfg.notify.timeout_s, cfg.notify.desktop), (3, Desktop::Never));
+        // and back: the default file round-trips with commands in it
+        let text = toml::to_string_pretty(&cfg).expect("serializes");
+        assert_eq!(Config::parse(&text).expect("valid"), cfg);
+    }
+
+    #[test]
+    fn bad_notify_settings_are_named() {
+        let key = |text: &str| match Config::parse(text) {
+            Err(ConfigError::Range { key, .. }) => key.to_string(),
+            Err(e) => e.to_string(),
+            Ok(_) => "accepted".into(),
+        };
+        assert_eq!(key("[notify]\ntimeout_s = 0\n"), "notify.timeout_s");
+        assert_eq!(key("[notify]\ntimeout_s = 601\n"), "notify.timeout_s");
+        assert_eq!(key("[notify]\non_action = [\"\"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [\"   \"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [[]]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [\"logger -t tg\"]\n"), "notify.on_action");
+        assert_eq!(key("[notify]\non_action = [[\"/bin/echo\", \"a\\u0000b\"]]\n"), "notify.on_action");
+        let many = format!("[notify]\non_action = [{}]\n", vec!["\"/bin/true\""; 17].join(", "));
+        assert_eq!(key(&many), "notify.on_action");
+        for bad in [
+            "[notify]\ndesktop = \"sometimes\"\n",
+            "[notify]\non_action = \"/bin/true\"\n",
+            "[notify]\non_action = [1]\n",
+            "[notify]\nhook = []\n",
+        ] {
+            let e = key(bad);
+            assert!(e.contains("desktop") || e.contains("on_action") || e.contains("hook"), "{bad}: {e}");
+        }
     }
 }

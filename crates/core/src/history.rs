@@ -255,6 +255,199 @@ impl Event {
     }
 }
 
+/// A duration on the command line (`history --since`): whole numbers each followed by a
+/// unit, `s`, `m`, `h`, `d` or `w`, e.g. `90s`, `30m`, `2h`, `7d`, `1h30m`. The error names
+/// the value.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = |why: &str| format!("{text:?}: {why} (a duration like 90s, 30m, 2h, 7d or 1h30m)");
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut secs: u64 = 0;
+    let mut digits = 0usize;
+    let mut n: u64 = 0;
+    for c in t.chars() {
+        if let Some(d) = c.to_digit(10) {
+            n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d))).ok_or_else(|| bad("too large"))?;
+            digits += 1;
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad(&format!("unexpected {c:?}"))),
+        };
+        if digits == 0 {
+            return Err(bad("a unit without a number"));
+        }
+        secs = n.checked_mul(unit).and_then(|v| secs.checked_add(v)).ok_or_else(|| bad("too large"))?;
+        n = 0;
+        digits = 0;
+    }
+    if digits > 0 {
+        return Err(bad("a number without a unit"));
+    }
+    // beyond 100 years the arithmetic of callers (milliseconds since the epoch) overflows
+    if secs > 100 * 365 * 86_400 {
+        return Err(bad("too large"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Version byte of [`encode_timeline`]'s layout.
+pub const TIMELINE_FORMAT: u8 = 1;
+/// Bytes per point in [`encode_timeline`]'s layout.
+pub const TIMELINE_POINT_BYTES: usize = 45;
+
+/// A stored timeline that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TimelineError {
+    /// Empty, or a version this build does not know.
+    #[error("timeline: unknown format {0:?}")]
+    Format(Option<u8>),
+    /// Not a whole number of points.
+    #[error("timeline: {0} bytes is not a whole number of {TIMELINE_POINT_BYTES}-byte points")]
+    Length(usize),
+    /// A phase byte out of range.
+    #[error("timeline: point {0} has an unknown phase")]
+    Phase(usize),
+}
+
+/// A timeline as the store keeps it: [`TIMELINE_FORMAT`], then per point, little-endian,
+/// `t` (u64 µs), `full`, `some` (f32), `headroom`, `available` (u64 KiB), `swap_in_per_s`,
+/// `file_refaults_per_s`, `majfaults_per_s` (f32) and the phase (u8: 0 calm, 1 pressure,
+/// 2 recovering). 45 bytes a point, a third of its JSON.
+pub fn encode_timeline(points: &[Point], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(1 + points.len() * TIMELINE_POINT_BYTES);
+    out.push(TIMELINE_FORMAT);
+    for p in points {
+        out.extend_from_slice(&p.t.0.to_le_bytes());
+        out.extend_from_slice(&p.full.to_le_bytes());
+        out.extend_from_slice(&p.some.to_le_bytes());
+        out.extend_from_slice(&p.headroom.0.to_le_bytes());
+        out.extend_from_slice(&p.available.0.to_le_bytes());
+        out.extend_from_slice(&p.swap_in_per_s.to_le_bytes());
+        out.extend_from_slice(&p.file_refaults_per_s.to_le_bytes());
+        out.extend_from_slice(&p.majfaults_per_s.to_le_bytes());
+        out.push(match p.phase {
+            PhaseTag::Calm => 0,
+            PhaseTag::Pressure => 1,
+            PhaseTag::Recovering => 2,
+        });
+    }
+}
+
+/// Read back what [`encode_timeline`] wrote.
+pub fn decode_timeline(bytes: &[u8]) -> Result<Vec<Point>, TimelineError> {
+    let (&version, body) = bytes.split_first().ok_or(TimelineError::Format(None))?;
+    if version != TIMELINE_FORMAT {
+        return Err(TimelineError::Format(Some(version)));
+    }
+    if body.len() % TIMELINE_POINT_BYTES != 0 {
+        return Err(TimelineError::Length(body.len()));
+    }
+    let mut points = Vec::with_capacity(body.len() / TIMELINE_POINT_BYTES);
+    for (i, rec) in body.chunks_exact(TIMELINE_POINT_BYTES).enumerate() {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let s = &rec[at..at + n];
+            at += n;
+            s
+        };
+        let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+        let f32_ = |s: &[u8]| f32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
+        let t = Micros(u64_(take(8)));
+        let full = f32_(take(4));
+        let some = f32_(take(4));
+        let headroom = Kib(u64_(take(8)));
+        let available = Kib(u64_(take(8)));
+        let swap_in_per_s = f32_(take(4));
+        let file_refaults_per_s = f32_(take(4));
+        let majfaults_per_s = f32_(take(4));
+        let phase = match take(1)[0] {
+            0 => PhaseTag::Calm,
+            1 => PhaseTag::Pressure,
+            2 => PhaseTag::Recovering,
+            _ => return Err(TimelineError::Phase(i)),
+        };
+        points.push(Point { t, full, some, headroom, available, swap_in_per_s, file_refaults_per_s, majfaults_per_s, phase });
+    }
+    Ok(points)
+}
+
+impl EventAction {
+    /// Stable name (the store's `action` column, the table).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Kill => "kill",
+            EventAction::Freeze => "freeze",
+            EventAction::DryRun => "dry_run",
+        }
+    }
+}
+
+/// `thrashguard history`'s table: one row per event, oldest first. `local_time` turns an
+/// event's `unix_ms` into the time shown (the caller knows the time zone).
+pub fn render_table(events: &[Event], local_time: &dyn Fn(i64) -> String) -> String {
+    use std::fmt::Write;
+    let rows: Vec<[String; 10]> = events
+        .iter()
+        .map(|e| {
+            [
+                e.id.map_or_else(|| "-".into(), |id| id.to_string()),
+                local_time(e.unix_ms),
+                e.scope.clone(),
+                e.action.as_str().into(),
+                e.reason.as_str().into(),
+                e.victim.pid.to_string(),
+                e.victim.name.clone(),
+                e.victim.footprint.mib().to_string(),
+                format!("{:.1}", e.evidence.full * 100.0),
+                e.outcome.clone(),
+            ]
+        })
+        .collect();
+    const HEAD: [&str; 10] = ["ID", "TIME", "SCOPE", "ACTION", "REASON", "PID", "NAME", "MIB", "FULL%", "OUTCOME"];
+    // numbers right-aligned
+    const RIGHT: [bool; 10] = [true, false, false, false, false, true, false, true, true, false];
+    let mut width = HEAD.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 10]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = width[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if RIGHT[i] {
+                l.extend(std::iter::repeat_n(' ', pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                if i + 1 < cells.len() {
+                    l.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(HEAD);
+    for r in &rows {
+        line(r.each_ref().map(String::as_str));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +489,76 @@ mod tests {
         Event::rebase(&mut pts, Micros::from_millis(2_000));
         assert_eq!(Event::seconds(&pts[0]), -1.0);
         assert_eq!(Event::seconds(&pts[1]), 1.0);
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_name_the_value() {
+        let d = |s| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("90s"), Ok(90));
+        assert_eq!(d("30m"), Ok(1800));
+        assert_eq!(d("2h"), Ok(7200));
+        assert_eq!(d("7d"), Ok(604_800));
+        assert_eq!(d("1w"), Ok(604_800));
+        assert_eq!(d("1h30m"), Ok(5400));
+        assert_eq!(d(" 0s "), Ok(0));
+        for bad in ["", "30", "m", "3x", "-5m", "1.5h", "h2", "99999999999999999999s", "5000000w", "2h 3m"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn timelines_round_trip_and_garbage_is_an_error() {
+        let pts: Vec<Point> = (0..50)
+            .map(|i| Point {
+                t: Micros(i * 100_000),
+                full: i as f32 / 50.0,
+                some: 0.5,
+                headroom: Kib(i * 1000),
+                available: Kib(7),
+                swap_in_per_s: 1.5,
+                file_refaults_per_s: 2.5,
+                majfaults_per_s: f32::MAX,
+                phase: [PhaseTag::Calm, PhaseTag::Pressure, PhaseTag::Recovering][i as usize % 3],
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        encode_timeline(&pts, &mut bytes);
+        assert_eq!(bytes.len(), 1 + 50 * TIMELINE_POINT_BYTES);
+        assert_eq!(decode_timeline(&bytes), Ok(pts));
+        encode_timeline(&[], &mut bytes);
+        assert_eq!(decode_timeline(&bytes), Ok(Vec::new()));
+        assert_eq!(decode_timeline(&[]), Err(TimelineError::Format(None)));
+        assert_eq!(decode_timeline(&[9, 1, 2]), Err(TimelineError::Format(Some(9))));
+        assert_eq!(decode_timeline(&[1, 1, 2]), Err(TimelineError::Length(2)));
+        let mut bad_phase = vec![1u8];
+        bad_phase.extend_from_slice(&[7u8; TIMELINE_POINT_BYTES]);
+        assert_eq!(decode_timeline(&bad_phase), Err(TimelineError::Phase(0)));
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_event() {
+        let e = Event {
+            id: Some(12),
+            unix_ms: 1_700_000_000_000,
+            host: "h".into(),
+            scope: "system".into(),
+            action: EventAction::Kill,
+            reason: Reason::Thrashing,
+            outcome: "killed".into(),
+            victim: Victim { pid: 4242, name: "python3".into(), footprint: Kib(812 * 1024), ..Victim::default() },
+            evidence: Evidence { full: 0.873, ..Evidence::default() },
+            exit_after_ms: Some(12.0),
+            timeline: Vec::new(),
+        };
+        let t = render_table(&[e.clone(), Event { id: Some(13), outcome: "dry run".into(), action: EventAction::DryRun, ..e }], &|ms| {
+            format!("T{ms}")
+        });
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("ID  TIME"), "{t}");
+        let words: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(words, ["12", "T1700000000000", "system", "kill", "thrashing", "4242", "python3", "812", "87.3", "killed"], "{t}");
+        assert!(lines[2].contains("dry_run") && lines[2].ends_with("dry run"), "{t}");
     }
 }

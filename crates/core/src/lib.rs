@@ -3,7 +3,8 @@
 //! This crate owns the parsers of kernel files (`parse`), the policy's single input
 //! (`snapshot`), the decision itself (`policy`), victim ranking (`policy::rank`),
 //! configuration (`config`), the pressure trace format (`trace`), the lifeline protocol
-//! (`lifeline`: wire format, keys, the daemon's checks) and `doctor`'s findings.
+//! (`lifeline`: wire format, keys, the daemon's checks), `doctor`'s findings, what a
+//! notification after an action says (`notify`) and the `top` screen (`top_view`).
 //!
 //! It must never touch the operating system: no files, sockets, clocks, sleeping or
 //! signals, and no `unsafe`. Time arrives as a value inside a [`snapshot::Snapshot`];
@@ -17,8 +18,10 @@ pub mod config_file;
 pub mod doctor;
 pub mod history;
 pub mod lifeline;
+pub mod notify;
 pub mod parse;
 pub mod policy;
 pub mod snapshot;
+pub mod top_view;
 pub mod trace;
 pub mod units;

@@ -254,11 +254,12 @@ fn naive_scan(own: u32) -> (u32, Option<u32>) {
 
 /// Per-process cost (µs, median of a few passes) of listing /proc and of open + pread +
 /// close of one file kind for every pid, the way `Scanner` reads them: where a scan's
-/// time goes, and what a cheaper file would cost. The last column is one pread of a stat
-/// file held open from an earlier pass, the way `Scanner` reads a process it saw before.
+/// time goes, and what a cheaper file would cost. The last two columns are one pread of a
+/// stat or statm file held open from an earlier pass: statm is how `Scanner` reads a
+/// process it saw before.
 const KINDS: [&str; 4] = ["stat", "status", "statm", "oom_score"];
 
-fn breakdown(dir: &std::os::fd::OwnedFd) -> (usize, f64, [f64; 5]) {
+fn breakdown(dir: &std::os::fd::OwnedFd) -> (usize, f64, [f64; 6]) {
     use std::os::fd::AsFd;
     let pids: Vec<u32> = fs::read_dir("/proc")
         .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect())
@@ -279,20 +280,21 @@ fn breakdown(dir: &std::os::fd::OwnedFd) -> (usize, f64, [f64; 5]) {
             .collect(),
     );
     let mut buf = vec![0u8; 16 * 1024];
-    let mut per = [0.0; 5];
-    let held: Vec<_> = pids.iter().filter_map(|&pid| thrashguard::procdir::open_pid_file(dir.as_fd(), Pid(pid), "stat").ok()).collect();
-    per[4] = median(
-        (0..passes)
-            .map(|_| {
-                let t = Instant::now();
-                for fd in &held {
-                    std::hint::black_box(thrashguard::procdir::read_open(fd.as_fd(), &mut buf).map(<[u8]>::len).ok());
-                }
-                t.elapsed().as_secs_f64() * 1e6 / held.len().max(1) as f64
-            })
-            .collect(),
-    );
-    drop(held);
+    let mut per = [0.0; 6];
+    for (k, kind) in ["stat", "statm"].into_iter().enumerate() {
+        let held: Vec<_> = pids.iter().filter_map(|&pid| thrashguard::procdir::open_pid_file(dir.as_fd(), Pid(pid), kind).ok()).collect();
+        per[4 + k] = median(
+            (0..passes)
+                .map(|_| {
+                    let t = Instant::now();
+                    for fd in &held {
+                        std::hint::black_box(thrashguard::procdir::read_open(fd.as_fd(), &mut buf).map(<[u8]>::len).ok());
+                    }
+                    t.elapsed().as_secs_f64() * 1e6 / held.len().max(1) as f64
+                })
+                .collect(),
+        );
+    }
     for (k, kind) in KINDS.iter().enumerate() {
         per[k] = median(
             (0..passes)
@@ -317,7 +319,7 @@ struct Row {
     tg: (f64, f64, f64),
     naive: (f64, f64, f64),
     /// pids, µs per pid to list, µs per pid per file kind.
-    files: (usize, f64, [f64; 5]),
+    files: (usize, f64, [f64; 6]),
 }
 
 fn measure(scanner: &mut Scanner, own: u32, extra: usize) -> Row {
@@ -421,16 +423,16 @@ fn main() {
     }
     println!();
     println!(
-        "where the time goes: µs per process (median of 5 passes) to list /proc, to open + pread + close one file of every pid, and to pread a stat file held open"
+        "where the time goes: µs per process (median of 5 passes) to list /proc, to open + pread + close one file of every pid, and to pread a stat or statm file held open"
     );
     println!(
-        "{:>7} {:>7} | {:>6} | {:>7} {:>7} {:>7} {:>9} | {:>11} | {:>16}",
-        "extra", "pids", "list", KINDS[0], KINDS[1], KINDS[2], KINDS[3], "stat held", "tg scan per pid"
+        "{:>7} {:>7} | {:>6} | {:>7} {:>7} {:>7} {:>9} | {:>9} {:>10} | {:>16}",
+        "extra", "pids", "list", KINDS[0], KINDS[1], KINDS[2], KINDS[3], "stat held", "statm held", "tg scan per pid"
     );
     for r in &rows {
         let (pids, list, per) = r.files;
         println!(
-            "{:>7} {:>7} | {:>6.2} | {:>7.2} {:>7.2} {:>7.2} {:>9.2} | {:>11.2} | {:>16.2}",
+            "{:>7} {:>7} | {:>6.2} | {:>7.2} {:>7.2} {:>7.2} {:>9.2} | {:>9.2} {:>10.2} | {:>16.2}",
             r.extra,
             pids,
             list,
@@ -439,6 +441,7 @@ fn main() {
             per[2],
             per[3],
             per[4],
+            per[5],
             r.tg.1 * 1000.0 / f64::from(r.recorded.max(1))
         );
     }

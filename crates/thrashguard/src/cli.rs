@@ -115,6 +115,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live terminal view: stall and headroom sparklines, the top processes by footprint with
+    /// swap and growth rate, the guard's last actions (q, Esc or Ctrl-C quits; f, s, g sort)
+    Top {
+        /// Seconds between samples
+        #[arg(long, value_name = "S", default_value = "1", value_parser = interval)]
+        interval: Duration,
+        /// Processes shown at most [default: as many as fit; 20 with --once]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: Option<u32>,
+        /// Print one frame as plain text (two samples an interval apart) and exit
+        #[arg(long)]
+        once: bool,
+        /// Show only processes whose name matches this regular expression
+        #[arg(long, value_name = "REGEX", value_parser = regex)]
+        filter: Option<regex_lite::Regex>,
+        /// Panic after the first frame (tests: the terminal must be restored)
+        #[arg(long, hide = true)]
+        test_panic: bool,
+    },
+    /// The events the guard stored, one per action: victim, reason, stall at the decision,
+    /// outcome (`[history]` in the configuration)
+    History {
+        /// Only events this recent: 90s, 30m, 2h, 7d, 1h30m
+        #[arg(long, value_name = "DURATION", value_parser = thrashguard_core::history::parse_duration)]
+        since: Option<Duration>,
+        /// One JSON object per line: each whole event, timeline included (what `report --event` reads)
+        #[arg(long)]
+        json: bool,
+        /// The database to read [default: history.path from the configuration]
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
     /// Check the configuration file and exit (78 when it is invalid)
     CheckConfig,
     /// Print the default configuration as TOML
@@ -209,6 +241,19 @@ fn seconds(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
     s.map(|v| Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("{v}: not a duration in seconds"))).transpose()
 }
 
+/// `top --interval`: 0.1 to 3600 seconds.
+fn interval(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.1..=3600.0).contains(&v) {
+        return Err(format!("{v} s is outside 0.1..=3600"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn regex(s: &str) -> Result<regex_lite::Regex, String> {
+    regex_lite::Regex::new(s).map_err(|e| e.to_string())
+}
+
 fn load_config(cli: &Cli) -> Result<Config, i32> {
     match crate::config::load(cli.config.as_deref()) {
         Ok((cfg, _)) => Ok(cfg),
@@ -275,6 +320,27 @@ pub fn run(cli: Cli) -> i32 {
                     print!("{}", crate::status::render_text(&v));
                 }
             })
+        }
+        Command::Top { interval, count, once, filter, test_panic } => {
+            if let Some(why) = crate::top::needs_terminal(once) {
+                eprintln!("thrashguard: error: {why}");
+                return exit::USAGE;
+            }
+            let args = crate::top::TopArgs {
+                interval,
+                count: count.map_or(if once { 20 } else { 1000 }, |n| n as usize),
+                once,
+                filter,
+                proc_root: cli.proc_root.clone(),
+                test_panic,
+            };
+            crate::top::run(&cfg, &args)
+        }
+        Command::History { since, json, db } => {
+            let db = db.unwrap_or_else(|| PathBuf::from(&cfg.history.path));
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            crate::history::run(&db, since, json, &mut lock)
         }
         Command::CheckConfig => {
             let where_ = cli.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());

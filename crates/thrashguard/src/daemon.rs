@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use log::{error, info, warn};
 use thrashguard_core::config::{Action, Config};
+use thrashguard_core::history::{Event, EventAction, Point, Ring, RingSpan, Victim};
 use thrashguard_core::lifeline::BodyWriter;
 use thrashguard_core::lifeline::wire::{self, Action as LifelineAction};
 use thrashguard_core::policy::rank::Candidate;
@@ -24,13 +25,14 @@ use thrashguard_core::units::{Kib, Micros, Pid, ProcId};
 
 use crate::act::{self, Acted};
 use crate::cgroups::{self, CgroupScope, MemberBuffers};
+use crate::hooks::{self, Notifier};
 use crate::lifeline;
 use crate::metrics::Metrics;
-use crate::systemd::Notifier;
 use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, ScanStats, Scanner};
+use crate::systemd::SdNotify;
 
 /// How often calm scopes are re-discovered (new cgroups, removed ones).
 const REDISCOVER: Micros = Micros::from_secs(60);
@@ -105,6 +107,127 @@ const STATUS_REUSE: Micros = Micros::from_millis(1000);
 
 /// Candidates whose numa_maps a node-scope rescue reads (walking page tables is costly).
 const NODE_TOP: usize = 16;
+
+/// Actions whose events wait for their timeline at once; more are dropped (and counted).
+const PENDING_EVENTS: usize = 4;
+
+/// While an event waits for its timeline, sample at least this often.
+const EVENT_SAMPLING: Micros = Micros::from_secs(1);
+
+/// An action's event, waiting for the `history.after_s` of timeline after it.
+#[derive(Debug)]
+struct PendingEvent {
+    event: Event,
+    /// The victim, for the writer to read its command line (off the guard thread).
+    victim: ProcId,
+    /// When the action was taken (the guard's clock).
+    at: Micros,
+    /// When its timeline is complete.
+    due: Micros,
+}
+
+/// The history side of the guard: the timeline ring, the events waiting for their
+/// timeline, and the writer thread's queue.
+#[derive(Debug)]
+struct History {
+    ring: Ring,
+    pending: [Option<PendingEvent>; PENDING_EVENTS],
+    writer: Option<crate::store::Writer>,
+    /// Timeline buffers reserved for finished events (the writer hands them back).
+    spare: Vec<Vec<Point>>,
+    before: Micros,
+    after: Micros,
+    /// Events dropped: no free slot, or the writer's queue full.
+    dropped: u64,
+}
+
+impl History {
+    fn new(cfg: &Config) -> History {
+        let span = RingSpan { min_interval: Micros::from_millis(cfg.policy.min_interval_ms), ..RingSpan::default() };
+        History {
+            ring: Ring::new(span),
+            pending: std::array::from_fn(|_| None),
+            writer: None,
+            spare: Vec::new(),
+            before: Micros::from_secs(u64::from(cfg.history.before_s)),
+            after: Micros::from_secs(u64::from(cfg.history.after_s)),
+            dropped: 0,
+        }
+    }
+
+    fn drop_one(&mut self, why: &str) {
+        self.dropped += 1;
+        if self.dropped == 1 {
+            warn!("history: {why}; event dropped (counted, logged only this once; total at exit)");
+        }
+    }
+
+    /// Remember an action's event (no-op without a writer).
+    fn remember(&mut self, event: Event, at: Micros, victim: ProcId) {
+        if self.writer.is_none() {
+            return;
+        }
+        match self.pending.iter_mut().find(|p| p.is_none()) {
+            Some(slot) => *slot = Some(PendingEvent { event, victim, at, due: Micros(at.0 + self.after.0) }),
+            None => self.drop_one(&format!("{PENDING_EVENTS} events already wait for their timeline")),
+        }
+    }
+
+    /// The soonest event due, if any.
+    fn next_due(&self) -> Option<Micros> {
+        self.pending.iter().flatten().map(|p| p.due).min()
+    }
+
+    /// Hand the events whose timeline is complete at `now` (all of them with `all`) to the
+    /// writer, with the ring's window [action - before, now] rebased onto the action.
+    fn finish(&mut self, now: Micros, all: bool) {
+        for i in 0..PENDING_EVENTS {
+            if !self.pending[i].as_ref().is_some_and(|p| all || now >= p.due) {
+                continue;
+            }
+            let Some(PendingEvent { mut event, victim, at, due }) = self.pending[i].take() else { continue };
+            let Some(writer) = &self.writer else { return };
+            let mut buf = match std::mem::take(&mut event.timeline) {
+                kept if kept.capacity() > 0 => kept,
+                _ => writer.spare().or_else(|| self.spare.pop()).unwrap_or_default(),
+            };
+            self.ring.copy_window(at.saturating_sub(self.before), now, &mut buf);
+            Event::rebase(&mut buf, at);
+            event.timeline = buf;
+            if let Err((why, mut event)) = writer.submit(event, Some(victim)) {
+                if all && why == crate::store::Refused::Full {
+                    // shutting down: keep it for the next try
+                    self.pending[i] = Some(PendingEvent { event, victim, at, due });
+                    continue;
+                }
+                self.spare.push(std::mem::take(&mut event.timeline));
+                self.drop_one(match why {
+                    crate::store::Refused::Full => "the history writer is behind",
+                    crate::store::Refused::Gone => "the history writer has stopped",
+                });
+            }
+        }
+    }
+
+    /// The victim `pid` of a pending kill exited `ms` after the decision.
+    fn exited(&mut self, pid: Pid, ms: f64) {
+        if let Some(p) = self.pending.iter_mut().flatten().find(|p| p.event.victim.pid == pid.0 && p.event.exit_after_ms.is_none()) {
+            p.event.exit_after_ms = Some(ms);
+        }
+    }
+}
+
+/// The stored form of a victim (the writer adds the command line).
+fn victim_of(c: &Candidate) -> Victim {
+    Victim {
+        pid: c.id.pid.0,
+        name: c.comm.to_string_lossy(),
+        cmdline: String::new(),
+        footprint: c.footprint,
+        swap: c.swap,
+        oom_score: c.oom_score,
+    }
+}
 
 /// A rescue in flight: the victim was signalled, its exit not yet seen.
 #[derive(Debug)]
@@ -224,6 +347,8 @@ pub struct Guard {
     killed_unreleased: Option<OwnedFd>,
     /// Prometheus handles, when `metrics.listen` is set.
     metrics: Option<Metrics>,
+    /// The queue into the notification thread (`[notify]`), when there is anything to run.
+    notifier: Option<Notifier>,
     /// Where `thrashguard status` connects, when bound.
     status: Option<StatusSocket>,
     /// This host's name, for status replies.
@@ -232,13 +357,15 @@ pub struct Guard {
     /// for a second, so that local clients cannot make the guard scan /proc in a loop.
     status_cache: (Box<[u8]>, usize, Option<Micros>),
     next: Micros,
+    /// The timeline ring and the events waiting for their timeline.
+    history: History,
     /// What happened so far.
     pub counters: Counters,
     /// The last decision: scope name and victim (for status and tests).
     pub last_decision: Option<(String, Candidate)>,
     last_sample_error: bool,
     /// systemd's notification socket and watchdog (a no-op without systemd).
-    notifier: Notifier,
+    sd_notify: SdNotify,
 }
 
 impl Guard {
@@ -255,6 +382,7 @@ impl Guard {
         let policy = Policy::new(cfg.policy.clone());
         let members = Vec::with_capacity(cfg.guard.max_processes as usize);
         let poll_set = Vec::with_capacity(4 + cfg.cgroups.max_scopes as usize);
+        let history = History::new(&cfg);
         let mut guard = Guard {
             cfg,
             opts,
@@ -280,18 +408,21 @@ impl Guard {
             in_flight: None,
             killed_unreleased: None,
             metrics: None,
+            notifier: None,
             status: None,
             host_name: lifeline::hostname(),
             status_cache: (vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(), 0, None),
             next: Micros::ZERO,
+            history,
             counters: Counters::default(),
             last_decision: None,
             last_sample_error: false,
-            notifier: Notifier::default(),
+            sd_notify: SdNotify::default(),
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
         guard.status = StatusSocket::bind(&guard.cfg.guard.status_socket);
+        guard.notifier = Notifier::start(&guard.cfg.notify, &guard.opts.proc_root)?;
         if guard.cfg.metrics.address()?.is_some() {
             guard.metrics = Some(Metrics::new());
         }
@@ -305,6 +436,40 @@ impl Guard {
             info!("watching {} NUMA nodes as scopes of their own", guard.nodes.len());
         }
         Ok(guard)
+    }
+
+    /// Store an event for every action from now on, through `writer` (started before the
+    /// guard goes real-time, so that its thread does not inherit the priority). Reserves
+    /// the timeline buffers of the events.
+    pub fn attach_history(&mut self, writer: crate::store::Writer) {
+        let cap = self.history.ring.capacity();
+        self.history.spare = (0..2).map(|_| Vec::with_capacity(cap)).collect();
+        self.history.writer = Some(writer);
+    }
+
+    /// At shutdown: hand every pending event to the writer with the timeline so far, then
+    /// wait (a little) for it to store them. Returns the events dropped over the run.
+    pub fn finish_history(&mut self) -> u64 {
+        let now = self.sampler.now();
+        // the queue may be full: give the writer a moment before dropping
+        for _ in 0..200 {
+            self.history.finish(now, true);
+            if self.history.pending.iter().all(Option::is_none) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for i in 0..PENDING_EVENTS {
+            if self.history.pending[i].take().is_some() {
+                self.history.drop_one("the history writer is behind at shutdown");
+            }
+        }
+        if let Some(w) = self.history.writer.take()
+            && !w.finish(Duration::from_secs(5))
+        {
+            warn!("history: the writer did not finish within 5 s; events still queued are lost");
+        }
+        self.history.dropped
     }
 
     /// Names of the cgroup scopes watched.
@@ -408,24 +573,24 @@ impl Guard {
         self.serve_lifeline();
         self.serve_status();
         self.tick();
-        self.notify();
+        self.ping_systemd();
     }
 
     /// Hand the guard systemd's notification socket (`thrashguard daemon` only).
-    pub fn set_notifier(&mut self, notifier: Notifier) {
-        self.notifier = notifier;
+    pub fn set_sd_notify(&mut self, sd_notify: SdNotify) {
+        self.sd_notify = sd_notify;
     }
 
     /// WATCHDOG=1 when due, and STATUS= with the system scope's phase when it changed.
     /// Allocates nothing.
-    fn notify(&mut self) {
-        if !self.notifier.enabled() {
+    fn ping_systemd(&mut self) {
+        if !self.sd_notify.enabled() {
             return;
         }
-        self.notifier.tick(self.sampler.now());
+        self.sd_notify.tick(self.sampler.now());
         let phase = self.last_system.map_or(Phase::Calm, |(_, p)| p).as_str();
         let (decisions, actions) = (self.counters.decisions, self.counters.actions);
-        self.notifier.status(format_args!("guarding; phase {phase}; {decisions} decisions, {actions} actions"));
+        self.sd_notify.status(format_args!("guarding; phase {phase}; {decisions} decisions, {actions} actions"));
     }
 
     /// Answer the lifeline datagrams waiting, at most [`LIFELINE_BATCH`] per wake-up so that
@@ -537,9 +702,14 @@ impl Guard {
                         let _ = write!(w, "{{\"ok\":false,\"action\":\"{name}\",\"pid\":{pid},\"error\":\"{why}\"}}");
                         why
                     }
-                    Ok(id) => {
+                    Ok((id, victim)) => {
                         let dir = self.scanner.proc_dir().as_fd();
+                        let who = self.notifier.as_ref().map(|_| hooks::victim_of(dir, id, self.scanner.candidates()));
                         let r = if kill { act::kill(dir, id, Duration::ZERO) } else { act::freeze(dir, id) };
+                        if let (Some(n), Some(who)) = (&self.notifier, who) {
+                            let asked = Rescue { reason: Reason::Lifeline, evidence: self.last_system.map(|(e, _)| e).unwrap_or_default() };
+                            n.send(hooks::record(&asked, who, "system", if kill { Action::Kill } else { Action::Freeze }, false, Some(&r)));
+                        }
                         let what = match r {
                             Ok(Acted::Signalled { pidfd, killed }) => {
                                 self.counters.actions += 1;
@@ -555,6 +725,10 @@ impl Guard {
                             Ok(Acted::Reused) => "pid reused: nothing sent",
                             Err(_) => "failed",
                         };
+                        let evidence = self.last_system.map(|(e, _)| e).unwrap_or_default();
+                        let acted = if kill { EventAction::Kill } else { EventAction::Freeze };
+                        let now = self.sampler.now();
+                        self.record("system".into(), &Rescue { reason: Reason::Lifeline, evidence }, (id, victim), acted, what, now);
                         let ok = what == "killed" || what == "frozen";
                         let _ = write!(w, "{{\"ok\":{ok},\"action\":\"{name}\",\"pid\":{pid},\"result\":\"{what}\"}}");
                         what
@@ -603,7 +777,9 @@ impl Guard {
 
     /// A process a lifeline request may act on: it exists, is the one named (start time),
     /// and is not PID 1, a kernel thread or the guard itself.
-    fn lifeline_target(&mut self, pid: Pid, start_time: Option<u64>) -> Result<ProcId, &'static str> {
+    /// Returns it with what the history stores of it (footprint from the last scan when it
+    /// was in it, else its RSS).
+    fn lifeline_target(&mut self, pid: Pid, start_time: Option<u64>) -> Result<(ProcId, Victim), &'static str> {
         let mut buf = [0u8; 1024];
         let text = procdir::read_pid_file(self.scanner.proc_dir().as_fd(), pid, "stat", &mut buf).map_err(|_| "no such process")?;
         let st = thrashguard_core::parse::pid::parse_stat(text).map_err(|_| "unreadable stat")?;
@@ -613,7 +789,18 @@ impl Guard {
         if start_time.is_some_and(|s| s != st.start_time) {
             return Err("not the same process (start time differs)");
         }
-        Ok(ProcId { pid, start_time: st.start_time })
+        let id = ProcId { pid, start_time: st.start_time };
+        let scanned = self.scanner.candidates().iter().find(|c| c.id == id);
+        let victim = match scanned {
+            Some(c) => victim_of(c),
+            None => Victim {
+                pid: pid.0,
+                name: st.comm.to_string_lossy(),
+                footprint: Kib::from_pages(st.rss, rustix::param::page_size() as u64),
+                ..Victim::default()
+            },
+        };
+        Ok((id, victim))
     }
 
     /// The `status` reply: pressure, headroom, the policy's phase, the top 5 processes by
@@ -707,6 +894,7 @@ impl Guard {
         let mut tick = TickSummary { next: Micros(u64::MAX), not_calm: 0, pending: None };
         let system = tick.fold(&mut self.policy, &snap.scope_sample(), ScopeRef::System);
         self.last_system = Some((system.evidence, system.phase));
+        self.history.ring.push(Point::from_evidence(&system.evidence, system.phase));
         let global_swap = (snap.mem.swap_total, snap.mem.swap_free);
         for (i, scope) in self.scopes.iter_mut().enumerate() {
             if let Some(sample) = scope.sample(snap.at, global_swap) {
@@ -745,11 +933,18 @@ impl Guard {
         } else if calm && self.in_flight.is_none() && snap.at.saturating_sub(self.discovered_at) >= REDISCOVER {
             self.discover();
         }
+        // events whose timeline is complete go to the writer; while one waits, sample often
+        // enough to draw the time after its action
+        self.history.finish(snap.at, false);
+        if let Some(due) = self.history.next_due() {
+            let until = due.saturating_sub(snap.at).max(Micros::from_millis(self.cfg.policy.min_interval_ms));
+            self.next = self.next.min(until).min(EVENT_SAMPLING);
+        }
     }
 
     fn wait(&mut self) {
         // Wake at least every half watchdog interval, so the pings keep up while calm.
-        let timeout = Duration::from_micros(self.next.0).min(self.notifier.max_wait().unwrap_or(Duration::MAX));
+        let timeout = Duration::from_micros(self.next.0).min(self.sd_notify.max_wait().unwrap_or(Duration::MAX));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // Every armed trigger (system, cgroup v2 scopes) and the victim's pidfd, in the
         // set reserved at start: poll(2) on raw fds, so nothing is borrowed across ticks.
@@ -810,12 +1005,10 @@ impl Guard {
         let exited = act::wait_exit(f.pidfd.as_fd(), Duration::ZERO);
         if exited || now >= f.deadline {
             if exited {
-                info!(
-                    "victim {} ({}) exited {:.0} ms after the sample that triggered the rescue",
-                    f.victim.id.pid,
-                    f.victim.comm,
-                    now.saturating_sub(f.decided_at).0 as f64 / 1000.0
-                );
+                let ms = now.saturating_sub(f.decided_at).0 as f64 / 1000.0;
+                info!("victim {} ({}) exited {ms:.0} ms after the sample that triggered the rescue", f.victim.id.pid, f.victim.comm);
+                let pid = f.victim.id.pid;
+                self.history.exited(pid, ms);
             } else {
                 warn!(
                     "victim {} ({}) has not exited after {} ms; re-arming",
@@ -871,10 +1064,10 @@ impl Guard {
         }
         let action = self.cfg.guard.action;
         let dry = self.opts.dry_run || self.cfg.guard.dry_run;
+        let whole = if dry { None } else { self.whole_cgroup_of(victim.id.pid) };
         let outcome = if dry {
             None
         } else {
-            let whole = self.whole_cgroup_of(victim.id.pid);
             let dir = self.scanner.proc_dir().as_fd();
             Some(match (action, &whole) {
                 (Action::Kill, Some(cg)) => act::kill_cgroup(dir, victim.id, cg),
@@ -886,6 +1079,18 @@ impl Guard {
         let now = self.sampler.now();
         let verb = if dry { "would" } else { "did" };
         log_decision(&rescue, &victim, action, verb, scan_ms, stats.recorded, &scope_name);
+        let acted = if action == Action::Freeze { EventAction::Freeze } else { EventAction::Kill };
+        let (event_action, what) = match &outcome {
+            None => (EventAction::DryRun, "dry run"),
+            Some(Ok(Acted::Signalled { .. })) => (acted, if action == Action::Freeze { "frozen" } else { "killed" }),
+            Some(Ok(Acted::Gone)) => (acted, "gone"),
+            Some(Ok(Acted::Reused)) => (acted, "pid reused: nothing sent"),
+            Some(Err(_)) => (acted, "failed"),
+        };
+        self.record(scope_name.clone(), &rescue, (victim.id, victim_of(&victim)), event_action, what, now);
+        if let Some(n) = &self.notifier {
+            n.send(hooks::record(&rescue, (&victim).into(), &scope_name, action, whole.is_some(), outcome.as_ref()));
+        }
         self.last_decision = Some((scope_name, victim));
         match outcome {
             None => {
@@ -922,6 +1127,28 @@ impl Guard {
                 Some((victim, "failed"))
             }
         }
+    }
+
+    /// Remember an action for the history (its event is stored once `history.after_s` of
+    /// timeline has followed it).
+    fn record(&mut self, scope: String, rescue: &Rescue, (id, victim): (ProcId, Victim), action: EventAction, outcome: &str, at: Micros) {
+        if self.history.writer.is_none() {
+            return;
+        }
+        let event = Event {
+            id: None,
+            unix_ms: crate::store::unix_ms_now(),
+            host: self.host_name.clone(),
+            scope,
+            action,
+            reason: rescue.reason,
+            outcome: outcome.into(),
+            victim,
+            evidence: rescue.evidence,
+            exit_after_ms: None,
+            timeline: Vec::new(),
+        };
+        self.history.remember(event, at, id);
     }
 
     /// With `victim.whole_cgroup`, the victim's cgroup v2 directory (never the root); the
@@ -1091,6 +1318,8 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
     cfg.lifeline.authorized_keys.clear();
     cfg.guard.status_socket.clear();
     cfg.metrics.listen.clear();
+    cfg.notify =
+        thrashguard_core::config::NotifyConfig { on_action: Vec::new(), desktop: thrashguard_core::config::Desktop::Never, ..cfg.notify };
     cfg.guard.dry_run = true;
     let mut guard = Guard::new(cfg, Options { dry_run: true, no_self_protect: true, duration: None, ..opts })?;
     let end = Instant::now() + window;
@@ -1110,7 +1339,7 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
 pub fn main(cfg: Config, opts: Options) -> Result<()> {
     // SAFETY: first thing in the daemon, before it spawns any thread (the metrics server,
     // the lifeline and any later thread start below); logging set-up spawns none.
-    let notifier = unsafe { Notifier::from_env() };
+    let sd_notify = unsafe { SdNotify::from_env() };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -1120,6 +1349,13 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     if let (Some(addr), Some(m)) = (guard.cfg.metrics.address()?, &guard.metrics) {
         let bound = crate::metrics::serve(addr, m.clone())?;
         info!("metrics on http://{bound}/metrics");
+    }
+    // the history writer before going real-time: its thread must not inherit the priority
+    if guard.cfg.history.enabled {
+        match crate::store::Writer::spawn(&guard.cfg.history, &guard.opts.proc_root) {
+            Ok(w) => guard.attach_history(w),
+            Err(e) => warn!("history: cannot start the writer thread ({e}); events will not be stored"),
+        }
     }
     let missing = if guard.opts.no_self_protect { Vec::new() } else { protect_self(&guard.cfg) };
     guard.warm_up();
@@ -1143,14 +1379,14 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
         None => info!("lifeline off (no key in {})", guard.cfg.lifeline.authorized_keys),
     }
     // Set up (memory locked, triggers armed, rescue path warm): tell systemd.
-    if notifier.enabled() {
-        match notifier.watchdog() {
+    if sd_notify.enabled() {
+        match sd_notify.watchdog() {
             Some(w) => info!("systemd: READY sent; watchdog {} ms, pinged from the guard loop", w.as_millis()),
             None => info!("systemd: READY sent; no watchdog"),
         }
     }
     // The SIGTERM grace blocks the loop: longer than half the watchdog, a rescue trips it.
-    if let Some(half) = notifier.max_wait()
+    if let Some(half) = sd_notify.max_wait()
         && Duration::from_millis(guard.cfg.guard.sigterm_grace_ms) >= half
     {
         warn!(
@@ -1160,12 +1396,16 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
             half.as_millis() * 2
         );
     }
-    guard.set_notifier(notifier);
+    guard.set_sd_notify(sd_notify);
     let now = guard.sampler.now();
     let ready = format!("guarding{dry}: {}", guard.describe());
-    guard.notifier.ready(&ready, now);
+    guard.sd_notify.ready(&ready, now);
     guard.run(&stop);
-    guard.notifier.stopping();
+    let dropped = guard.finish_history();
+    if dropped > 0 {
+        warn!("history: {dropped} event(s) dropped over the run");
+    }
+    guard.sd_notify.stopping();
     info!(
         "stopping after {} iterations, {} decisions, {} actions",
         guard.counters.iterations, guard.counters.decisions, guard.counters.actions

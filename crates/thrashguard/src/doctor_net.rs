@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use thrashguard_core::config::Config;
-use thrashguard_core::doctor::kernlog::{self, AllocFacts, KernelLog, OomFacts};
+use thrashguard_core::doctor::kernlog::{self, AllocFacts, HungFacts, KernelLog, OomFacts};
 use thrashguard_core::doctor::net::{self, DropFacts, ListenFacts, SynFacts};
 use thrashguard_core::doctor::system::{self, FdFacts, FdUse};
 use thrashguard_core::doctor::watch;
@@ -140,6 +140,8 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     let log = kernel_log(proc_root, opts);
     r.push("allocation-failures", kernlog::allocation_failures(&alloc_facts(proc_root, &log)));
     r.push("oom-kills", kernlog::oom_kills(&OomFacts { vmstat: sampled.vmstat.clone(), log: log.clone() }));
+    let timeout_secs = read_u64(proc_root, "sys/kernel/hung_task_timeout_secs");
+    r.push("hung-tasks", kernlog::hung_tasks(&HungFacts { log: log.clone(), pressure: sampled.pressure.clone(), timeout_secs }));
     let somaxconn = read_u64(proc_root, "sys/net/core/somaxconn").and_then(|v| u32::try_from(v).map_err(|e| e.to_string()));
     r.push("listen-backlog", net::listen_backlog(&ListenFacts { listeners: listeners(proc_root), somaxconn, net: sampled.net.clone() }));
     let events = log.as_ref().map(|l| l.entries.as_slice()).unwrap_or_default();

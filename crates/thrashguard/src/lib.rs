@@ -2,9 +2,11 @@
 //!
 //! Modules follow the data flow: [`sample`] reads the kernel's pressure files, the pure
 //! `thrashguard_core::policy` decides, [`scan`] lists and ranks victims, [`act`] signals,
-//! [`daemon`] ties them into the guard loop, [`metrics`] serves what it
+//! [`daemon`] ties them into the guard loop, [`hooks`] runs notifications after an action
+//! on a thread of its own, [`metrics`] serves what it
 //! measured to Prometheus, [`record`] and [`replay`] move traces in and
-//! out, [`cli`] is the command line. Decisions are never made here: only in the core crate.
+//! out, [`store`] keeps the event history ([`history`] lists it), [`top`] is the live
+//! terminal view, [`cli`] is the command line. Decisions are never made here: only in the core crate.
 
 pub mod act;
 pub mod cgroups;
@@ -15,10 +17,11 @@ pub mod doctor;
 pub mod doctor_mem;
 pub mod doctor_net;
 pub mod generate;
+pub mod history;
+pub mod hooks;
 pub mod lifeline;
 pub mod logging;
 pub mod metrics;
-pub mod systemd;
 pub mod numa;
 pub mod procdir;
 pub mod record;
@@ -27,3 +30,6 @@ pub mod sample;
 pub mod scan;
 pub mod sockdiag;
 pub mod status;
+pub mod store;
+pub mod systemd;
+pub mod top;

@@ -1,14 +1,20 @@
 //! The /proc scan for victims, in memory reserved up front.
 //!
-//! Owns walking /proc (getdents into a fixed buffer), reading each process's stat and
-//! status into [`Candidate`] records, remembering the previous scan for fault and growth
-//! deltas, and turning the pure ranking into a victim (reading oom_score_adj only for the
-//! few best). On procfs it keeps each process's stat file open from one scan to the next
-//! (a later scan is one pread per process instead of open + pread + close); a held
-//! descriptor names the process it was opened for, so an exited process or a reused pid
-//! can never be read through it. A vanished process is skipped, one bad pid never aborts a
-//! scan, and the record vectors never grow past the capacity given at start. It must never
-//! signal.
+//! Owns walking /proc (getdents into a fixed buffer), reading every process into a
+//! [`Candidate`] record, remembering the previous scan for fault and growth deltas, and
+//! turning the pure ranking into a victim (reading oom_score_adj only for the few best).
+//!
+//! Two phases keep a scan of 10,000 processes cheap. Phase 1 reads one number per process,
+//! the resident size, from `statm`: on procfs through a descriptor held open since the scan
+//! that first saw the process, with the identity (pid + start time), name and kernel-thread
+//! flag read from `stat` that one time. Phase 2 reads `stat` again (state, name, major
+//! faults; a start time that no longer matches drops the process) and, with swap in use,
+//! `status` (VmSwap), only for the [`DETAIL_TOP`] best candidates. A held descriptor names
+//! the process it was opened for (it is opened *before* that process's `stat` is read), so
+//! an exited process or a reused pid can never be read through it. Off procfs (a captured
+//! tree) nothing is held and every process is read from `stat`. A vanished process is
+//! skipped, one bad pid never aborts a scan, and the record vectors never grow past the
+//! capacity given at start. It must never signal.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -56,7 +62,8 @@ impl Preferences {
 #[derive(Clone, Copy, Debug)]
 struct Prev {
     id: ProcId,
-    majflt: u64,
+    /// Absolute major faults, where this scan read `stat`.
+    majflt: Option<u64>,
     rss: Kib,
     /// Swapped-out memory, where the previous scan read it.
     swap: Option<Kib>,
@@ -68,10 +75,11 @@ fn prev_of(prev: &[Prev], id: ProcId) -> Option<Prev> {
     prev.binary_search_by_key(&id.pid, |p| p.id.pid).ok().map(|i| prev[i]).filter(|p| p.id == id)
 }
 
-/// Processes whose /proc/PID/status (for VmSwap) is read in a scan: the best this many by
-/// the figures /proc/PID/stat gives. Reading status costs more than stat and half the scan
-/// (see benches/scan.rs); a process outside the top few hundred by resident size and
-/// faulting is not what makes the machine thrash.
+/// Processes whose /proc/PID/stat (state, faults) and, with swap in use, status (VmSwap)
+/// are read in a scan: the best this many by resident size and growth. `stat` costs four
+/// times what `statm` does and `status` three times more again (see benches/scan.rs); a
+/// process outside the top few hundred by resident size is not what makes the machine
+/// thrash.
 pub const DETAIL_TOP: usize = 256;
 
 /// What one scan saw.
@@ -97,20 +105,31 @@ pub struct Scanner {
     buf: Box<[u8]>,
     cmdline: Box<[u8]>,
     cands: Vec<Candidate>,
-    /// Per candidate, index for index with `cands`: absolute major-fault count, resident
-    /// size from stat, and whether status (swap) was read.
-    abs_majflt: Vec<u64>,
+    /// Per candidate, index for index with `cands`: absolute major-fault count (where
+    /// `stat` was read this scan), resident size, and whether status (swap) was read.
+    abs_majflt: Vec<Option<u64>>,
     rss: Vec<Kib>,
     swap_known: Vec<bool>,
     prev: Vec<Prev>,
     order: Vec<u32>,
-    /// Stat files kept open since the last scan, sorted by pid (empty off procfs).
-    held: Vec<(Pid, Option<OwnedFd>)>,
+    /// Statm files kept open since the last scan, sorted by pid (empty off procfs).
+    held: Vec<Held>,
     /// The next scan's `held`, filled while scanning (the two swap; same capacity).
-    next_held: Vec<(Pid, Option<OwnedFd>)>,
+    next_held: Vec<Held>,
     own: Pid,
     page_size: u64,
     prefs: Preferences,
+}
+
+/// A process's statm file held open from one scan to the next, with what its `stat` said
+/// when the descriptor was opened.
+#[derive(Debug)]
+struct Held {
+    pid: Pid,
+    fd: Option<OwnedFd>,
+    id: ProcId,
+    comm: thrashguard_core::units::Comm,
+    kernel_thread: bool,
 }
 
 /// Descriptors left to the rest of the guard when the scanner sizes its held stat files.
@@ -189,15 +208,16 @@ impl Scanner {
         if rustix::fs::seek(&self.proc_dir, rustix::fs::SeekFrom::Start(0)).is_err() {
             return stats;
         }
-        // Phase 1: stat of every process (identity, state, RSS, major faults).
+        // Phase 1: the resident size of every process (statm through a held descriptor, or
+        // stat for a process not seen before).
         self.next_held.clear();
         let mut dir = rustix::fs::RawDir::new(self.proc_dir.as_fd(), &mut self.dents);
         while let Some(entry) = dir.next() {
             let Ok(entry) = entry else { break };
             let Some(pid) = pid::parse_pid_name(entry.file_name().to_bytes()) else { continue };
             stats.listed += 1;
-            let held = match self.held.binary_search_by_key(&pid, |h| h.0) {
-                Ok(i) => self.held[i].1.take(),
+            let held = match self.held.binary_search_by_key(&pid, |h| h.pid) {
+                Ok(i) => Some(Held { fd: self.held[i].fd.take(), ..self.held[i] }),
                 Err(_) => None,
             };
             let skip = if members.is_some_and(|m| m.binary_search(&pid.0).is_err()) {
@@ -209,21 +229,21 @@ impl Scanner {
                 false
             };
             if skip {
-                // Not read this time: its open stat file stays for the next scan.
-                if let Some(fd) = held
+                // Not read this time: its open statm file stays for the next scan.
+                if let Some(h) = held
                     && self.next_held.len() < self.next_held.capacity()
                 {
-                    self.next_held.push((pid, Some(fd)));
+                    self.next_held.push(h);
                 }
                 continue;
             }
-            let read = stat_held(self.proc_dir.as_fd(), pid, held, &mut self.buf, self.page_size, &mut self.next_held);
+            let read = read_process(self.proc_dir.as_fd(), pid, held, &mut self.buf, self.page_size, &mut self.next_held);
             match read {
                 Ok((mut c, majflt)) => {
                     let prev = prev_of(&self.prev, c.id);
                     // Deltas only against the same process: a reused pid starts afresh.
                     if let Some(p) = prev {
-                        c.majflt_delta = majflt.saturating_sub(p.majflt);
+                        c.majflt_delta = majflt.zip(p.majflt).map_or(0, |(now, then)| now.saturating_sub(then));
                         c.growth_kib = c.footprint.0 as i64 - p.rss.0 as i64;
                     }
                     self.rss.push(c.footprint);
@@ -236,25 +256,26 @@ impl Scanner {
                 Err(_) => stats.unreadable += 1,
             }
         }
-        // Stat files of processes that were not listed again (exited) close here.
+        // Statm files of processes that were not listed again (exited) close here.
         self.held.clear();
-        if !self.next_held.is_sorted_by_key(|h| h.0) {
-            self.next_held.sort_unstable_by_key(|h| h.0);
+        if !self.next_held.is_sorted_by_key(|h| h.pid) {
+            self.next_held.sort_unstable_by_key(|h| h.pid);
         }
         std::mem::swap(&mut self.held, &mut self.next_held);
-        if swap_in_use {
-            self.read_swap_of_the_best(&mut stats);
-        }
+        self.detail_the_best(&mut stats, swap_in_use);
         stats
     }
 
-    /// Stat files held open for the next scan.
+    /// Statm files held open for the next scan.
     pub fn held_open(&self) -> usize {
         self.held.len()
     }
 
-    /// Phase 2: status (VmSwap) of the best [`DETAIL_TOP`] candidates by their stat figures.
-    fn read_swap_of_the_best(&mut self, stats: &mut ScanStats) {
+    /// Phase 2: stat (state, name, major faults) of the best [`DETAIL_TOP`] candidates by
+    /// their phase-1 figures where phase 1 did not read it, and status (VmSwap) with swap in
+    /// use. A process whose start time no longer matches is not the one first seen: it is
+    /// dropped from this scan (its held descriptor already reads nothing).
+    fn detail_the_best(&mut self, stats: &mut ScanStats, swap_in_use: bool) {
         let totals = rank::Totals::of(&self.cands, self.own);
         self.order.clear();
         self.order.extend((0..self.cands.len() as u32).filter(|&i| rank::eligibility(&self.cands[i as usize], self.own).is_ok()));
@@ -268,6 +289,33 @@ impl Scanner {
         for &i in &self.order {
             let i = i as usize;
             let pid = self.cands[i].id.pid;
+            if self.abs_majflt[i].is_none() {
+                match procdir::read_pid_file(self.proc_dir.as_fd(), pid, "stat", &mut self.buf).map(|b| parse_stat(b, self.page_size)) {
+                    Ok(Ok((fresh, majflt))) if fresh.id == self.cands[i].id => {
+                        let c = &mut self.cands[i];
+                        c.comm = fresh.comm;
+                        c.exiting = fresh.exiting;
+                        c.kernel_thread = fresh.kernel_thread;
+                        if fresh.exiting {
+                            c.footprint = Kib::ZERO;
+                        }
+                        self.abs_majflt[i] = Some(majflt);
+                        if let Some(Prev { majflt: Some(then), .. }) = prev_of(&self.prev, c.id) {
+                            c.majflt_delta = majflt.saturating_sub(then);
+                        }
+                    }
+                    // exited (or its pid reused) since phase 1: no longer a candidate
+                    Ok(Ok(_)) | Err(ReadError::Gone) => {
+                        self.cands[i].exiting = true;
+                        stats.gone += 1;
+                        continue;
+                    }
+                    Ok(Err(_)) | Err(_) => {}
+                }
+            }
+            if !swap_in_use {
+                continue;
+            }
             match procdir::read_pid_file(self.proc_dir.as_fd(), pid, "status", &mut self.buf) {
                 Ok(text) => {
                     if let Ok(st) = pid::parse_status(text) {
@@ -353,56 +401,71 @@ impl Scanner {
     }
 }
 
-/// Read one process's stat through the descriptor the last scan held for it, or a fresh one
-/// when there is none or it names an exited process (the pid may have been reused: the new
-/// process is opened anew, never read through the old descriptor). The descriptor is kept
-/// in `keep` while it has room.
-fn stat_held(
+/// Read one process: its resident size through the statm descriptor the last scan held for
+/// it, or, when there is none or it names an exited process (the pid may have been reused),
+/// its `stat` afresh, holding a new statm descriptor for the next scan while `keep` has
+/// room. The statm file is opened *before* `stat` is read, so the identity kept with it is
+/// never newer than the process it reads. Returns the absolute major-fault count when `stat`
+/// was read.
+fn read_process(
     proc_dir: std::os::fd::BorrowedFd<'_>,
     pid: Pid,
-    held: Option<OwnedFd>,
+    held: Option<Held>,
     buf: &mut [u8],
     page_size: u64,
-    keep: &mut Vec<(Pid, Option<OwnedFd>)>,
-) -> Result<(Candidate, u64), ReadError> {
-    if let Some(fd) = held {
+    keep: &mut Vec<Held>,
+) -> Result<(Candidate, Option<u64>), ReadError> {
+    if let Some(Held { fd: Some(fd), id, comm, kernel_thread, .. }) = held {
         match procdir::read_open(fd.as_fd(), buf) {
             Ok(text) if !text.is_empty() => {
-                let len = text.len();
+                let resident = pid::parse_statm_resident(text).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
                 if keep.len() < keep.capacity() {
-                    keep.push((pid, Some(fd)));
+                    keep.push(Held { pid, fd: Some(fd), id, comm, kernel_thread });
                 }
-                return parse_stat(&buf[..len], page_size);
+                let c = Candidate {
+                    footprint: if kernel_thread { Kib::ZERO } else { Kib::from_pages(resident, page_size) },
+                    ..candidate(id, comm, kernel_thread, false)
+                };
+                return Ok((c, None));
             }
             // Exited since the last scan; the pid listed now may be a new process.
             Ok(_) | Err(ReadError::Gone) => {}
             Err(e) => return Err(e),
         }
     }
-    let fd = procdir::open_pid_file(proc_dir, pid, "stat")?;
-    let len = procdir::read_open(fd.as_fd(), buf)?.len();
-    if keep.len() < keep.capacity() {
-        keep.push((pid, Some(fd)));
+    let statm = if keep.len() < keep.capacity() { procdir::open_pid_file(proc_dir, pid, "statm").ok() } else { None };
+    let (c, majflt) = parse_stat(procdir::read_pid_file(proc_dir, pid, "stat", buf)?, page_size)?;
+    if let Some(fd) = statm {
+        keep.push(Held { pid, fd: Some(fd), id: c.id, comm: c.comm, kernel_thread: c.kernel_thread });
     }
-    parse_stat(&buf[..len], page_size)
+    Ok((c, Some(majflt)))
 }
 
-/// One process's stat as a candidate (footprint = RSS), with its absolute major-fault count.
-fn parse_stat(stat: &[u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
-    let stat = pid::parse_stat(stat).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
-    let c = Candidate {
-        id: ProcId { pid: stat.pid, start_time: stat.start_time },
-        comm: stat.comm,
-        footprint: if stat.is_kernel_thread() || stat.is_exiting() { Kib::ZERO } else { Kib::from_pages(stat.rss, page_size) },
+/// A candidate with nothing measured yet.
+fn candidate(id: ProcId, comm: thrashguard_core::units::Comm, kernel_thread: bool, exiting: bool) -> Candidate {
+    Candidate {
+        id,
+        comm,
+        footprint: Kib::ZERO,
         swap: Kib::ZERO,
         majflt_delta: 0,
         growth_kib: 0,
         oom_score_adj: None,
         oom_score: None,
-        kernel_thread: stat.is_kernel_thread(),
-        exiting: stat.is_exiting(),
+        kernel_thread,
+        exiting,
         preference: Preference::Neutral,
         scope_share_permille: 1000,
+    }
+}
+
+/// One process's stat as a candidate (footprint = RSS), with its absolute major-fault count.
+fn parse_stat(stat: &[u8], page_size: u64) -> Result<(Candidate, u64), ReadError> {
+    let stat = pid::parse_stat(stat).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
+    let id = ProcId { pid: stat.pid, start_time: stat.start_time };
+    let c = Candidate {
+        footprint: if stat.is_kernel_thread() || stat.is_exiting() { Kib::ZERO } else { Kib::from_pages(stat.rss, page_size) },
+        ..candidate(id, stat.comm, stat.is_kernel_thread(), stat.is_exiting())
     };
     Ok((c, stat.majflt))
 }

@@ -17,7 +17,7 @@ use thrashguard_core::units::Micros;
 
 /// The connection to the service manager, if any, and the watchdog's pace.
 #[derive(Debug)]
-pub struct Notifier {
+pub struct SdNotify {
     socket: Option<UnixDatagram>,
     /// Half the watchdog interval: the longest the loop may go without a ping.
     ping_every: Option<Micros>,
@@ -27,21 +27,21 @@ pub struct Notifier {
     status_len: usize,
 }
 
-impl Default for Notifier {
+impl Default for SdNotify {
     fn default() -> Self {
-        Notifier { socket: None, ping_every: None, last_ping: None, status: [0; 128], status_len: 0 }
+        SdNotify { socket: None, ping_every: None, last_ping: None, status: [0; 128], status_len: 0 }
     }
 }
 
-impl Notifier {
+impl SdNotify {
     /// Read `$NOTIFY_SOCKET` and the watchdog settings, connect, and remove the variables
     /// from the environment so that no child (a hook) can notify on the guard's behalf.
     ///
     /// # Safety
     /// Removes environment variables: call it before any other thread exists (first thing
     /// in `thrashguard daemon`).
-    pub unsafe fn from_env() -> Notifier {
-        let mut n = Notifier::default();
+    pub unsafe fn from_env() -> SdNotify {
+        let mut n = SdNotify::default();
         let path = std::env::var_os("NOTIFY_SOCKET");
         let watchdog = sd_notify::watchdog_enabled();
         // SAFETY: the caller guarantees no other thread exists yet (see above).
@@ -51,7 +51,7 @@ impl Notifier {
             std::env::remove_var("WATCHDOG_PID");
         }
         let Some(path) = path else { return n };
-        match Notifier::connect(&path, watchdog) {
+        match SdNotify::connect(&path, watchdog) {
             Ok(c) => n = c,
             Err(e) => log::warn!("NOTIFY_SOCKET {}: {e}; systemd will not hear READY or watchdog pings", path.to_string_lossy()),
         }
@@ -60,7 +60,7 @@ impl Notifier {
 
     /// Connect to the notification socket at `path` (`@name`: an abstract socket), pinging
     /// at half of `watchdog` when given.
-    pub fn connect(path: &std::ffi::OsStr, watchdog: Option<Duration>) -> std::io::Result<Notifier> {
+    pub fn connect(path: &std::ffi::OsStr, watchdog: Option<Duration>) -> std::io::Result<SdNotify> {
         let s = UnixDatagram::unbound()?;
         match path.as_encoded_bytes().strip_prefix(b"@") {
             Some(name) => {
@@ -70,10 +70,10 @@ impl Notifier {
             None => s.connect(path)?,
         }
         s.set_nonblocking(true)?;
-        Ok(Notifier {
+        Ok(SdNotify {
             socket: Some(s),
             ping_every: watchdog.filter(|d| !d.is_zero()).map(|d| Micros((d.as_micros() as u64 / 2).max(1))),
-            ..Notifier::default()
+            ..SdNotify::default()
         })
     }
 

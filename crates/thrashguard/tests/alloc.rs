@@ -151,7 +151,7 @@ fn watchdog_pings_allocate_nothing() {
     let path = std::env::temp_dir().join(format!("tg-alloc-notify-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    let mut n = thrashguard::systemd::Notifier::connect(path.as_os_str(), Some(std::time::Duration::from_millis(2))).unwrap();
+    let mut n = thrashguard::systemd::SdNotify::connect(path.as_os_str(), Some(std::time::Duration::from_millis(2))).unwrap();
     n.ready("guarding", thrashguard_core::units::Micros(0));
     n.tick(thrashguard_core::units::Micros(500)); // warm up
     let before = counting::allocations();

@@ -130,7 +130,11 @@ fn kernel_log_rules_over_real_logs() {
     let (_, v) = doctor(&proc, &sys, &["--kmsg", host.to_str().unwrap()]);
     assert_eq!(outcome(&v, "allocation-failures"), "clear");
     assert_eq!(outcome(&v, "oom-kills"), "clear");
+    assert_eq!(outcome(&v, "hung-tasks"), "clear");
     let (_, v) = doctor(&proc, &sys, &["--kmsg", public.to_str().unwrap()]);
+    let f = finding(&v, "hung-tasks");
+    assert_eq!(f["severity"], "info", "another machine's log: not recent here {f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("1 hung-task report"), "{f:#}");
     let f = finding(&v, "allocation-failures");
     assert_eq!(f["severity"], "warning");
     assert!(f["title"].as_str().unwrap().starts_with("8 allocation failures"), "{f:#}");

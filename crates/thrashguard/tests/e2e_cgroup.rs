@@ -206,8 +206,15 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
     wait_ready(&mut kids.0[0]);
     let bystander = kids.0[0].id();
 
+    // the rescue's event goes to a history of the test's own, stored a second after it
+    let hist = std::env::temp_dir().join(format!("tg-e2e-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&hist);
+    std::fs::create_dir_all(&hist).expect("history dir");
+    let db = hist.join("history.db");
+    let config = hist.join("tg.toml");
+    std::fs::write(&config, format!("[history]\npath = \"{}\"\nafter_s = 1\n", db.display())).expect("config");
     let daemon = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-        .args(["--log-format", "json", "daemon", "--duration", "90"])
+        .args(["--config", config.to_str().expect("utf-8"), "--log-format", "json", "daemon", "--duration", "90"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -277,4 +284,29 @@ fn hog_in_a_limited_cgroup_is_killed_and_the_bigger_bystander_lives() {
     assert!(exit_line.is_some(), "no exit-time line: {log:#?}");
     // the bystander, bigger and outside, lives
     assert!(kids.0[0].try_wait().expect("try_wait").is_none(), "the bystander {bystander} died");
+    // the rescue is in the history: the cgroup scope, the victim, its exit time, a timeline
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !log.iter().any(|l| l.contains("stored event")) && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push(l);
+        }
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+        .args(["history", "--json", "--db", db.to_str().expect("utf-8")])
+        .output()
+        .expect("thrashguard history");
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("an event per line")).collect();
+    assert_eq!(events.len(), 1, "{events:#?}; {log:#?}");
+    let e = &events[0];
+    assert_eq!(
+        (e["scope"].as_str(), e["action"].as_str(), e["outcome"].as_str()),
+        (Some(cg_name.as_str()), Some("kill"), Some("killed")),
+        "{e}"
+    );
+    assert_eq!(e["victim"]["pid"], hog, "{e}");
+    assert_eq!(e["reason"], d["reason"], "{e}");
+    assert!(e["exit_after_ms"].as_f64().is_some_and(|ms| ms > 0.0), "the exit time: {e}");
+    assert!(e["timeline"].as_array().is_some_and(|t| t.len() > 5), "{e}");
+    let _ = std::fs::remove_dir_all(&hist);
 }

@@ -62,7 +62,8 @@ fn setup(name: &str, extra: &str) -> Setup {
     std::fs::write(
         &config,
         format!(
-            "[lifeline]\nlisten = \"127.0.0.1:{port}\"\nauthorized_keys = \"{}\"\nhost_key = \"{}\"\nhost_id = \"{HOST}\"\n{extra}",
+            "[history]\npath = \"{}\"\n[lifeline]\nlisten = \"127.0.0.1:{port}\"\nauthorized_keys = \"{}\"\nhost_key = \"{}\"\nhost_id = \"{HOST}\"\n{extra}",
+            dir.join("history.db").display(),
             authorized.display(),
             dir.join("host.key").display()
         ),

@@ -196,7 +196,7 @@ fn a_captured_tree_holds_no_descriptor() {
     assert_eq!(s.held_open(), 0, "plain files could be replaced under a held descriptor");
 }
 
-/// On the real /proc a scan keeps every stat file open for the next one; a child that
+/// On the real /proc a scan keeps every statm file open for the next one; a child that
 /// exits between two scans is gone from the second (its held descriptor reads nothing
 /// more, whatever process gets its pid) and its descriptor is closed.
 #[test]
@@ -217,8 +217,42 @@ fn held_stat_files_follow_their_process() {
     assert!(!listed(&s), "an exited child is not a candidate");
     let fd_dir = std::fs::read_dir("/proc/self/fd").unwrap();
     let stat_of_child =
-        fd_dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).any(|l| l == Path::new(&format!("/proc/{}/stat", pid.0)));
-    assert!(!stat_of_child, "the exited child's stat file is closed");
+        fd_dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).any(|l| l == Path::new(&format!("/proc/{}/statm", pid.0)));
+    assert!(!stat_of_child, "the exited child's statm file is closed");
+}
+
+/// The size read through a held statm descriptor follows the process: a child that grows
+/// by 80 MiB between two scans is seen with it, under the identity its first scan read.
+#[test]
+fn a_held_descriptor_sees_the_process_grow() {
+    use std::io::{BufRead, Write};
+    let script = "import sys\nsys.stdin.readline()\nb = bytearray(80 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint('grown', flush=True)\nsys.stdin.readline()\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid(child.id());
+    let mut s = Scanner::new(Path::new("/proc"), 65_536, Pid(std::process::id()), Preferences::default()).unwrap();
+    s.scan(None);
+    let find = |s: &Scanner| *s.candidates().iter().find(|c| c.id.pid == pid).expect("listed");
+    let before = find(&s);
+    assert!(before.footprint.0 < 60 * 1024, "{:?}", before.footprint);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "grown");
+    s.scan(None);
+    let after = find(&s);
+    assert_eq!(after.id, before.id, "same identity");
+    assert_eq!(after.comm.as_bytes(), b"python3");
+    assert!(after.footprint.0 >= before.footprint.0 + 80 * 1024, "{:?} -> {:?}", before.footprint, after.footprint);
+    assert!(after.growth_kib >= 80 * 1024, "growth {}", after.growth_kib);
+    drop(stdin);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// What makes holding safe: a stat file opened for a process reads nothing once that

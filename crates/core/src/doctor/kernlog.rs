@@ -1,10 +1,11 @@
-//! Rules whose evidence is the kernel log: allocations that failed and processes the OOM
-//! killer took.
+//! Rules whose evidence is the kernel log: allocations that failed, processes the OOM
+//! killer took, and tasks the hung-task detector caught blocked.
 //!
 //! Owns `allocation-failures` (page allocation and SLUB failures, with the free-page reserve
-//! settings and, for multi-page requests, the free blocks of /proc/buddyinfo) and `oom-kills`
+//! settings and, for multi-page requests, the free blocks of /proc/buddyinfo), `oom-kills`
 //! (the vmstat `oom_kill` counter over the window and since boot, with the victims the log
-//! names). The log arrives parsed ([`KernelLog`]); must never read a file itself.
+//! names) and `hung-tasks` (`blocked for more than N seconds` reports, told apart by what the
+//! PSI memory and io stall shares say now). The log arrives parsed ([`KernelLog`]); must never read a file itself.
 
 use super::window::Window;
 use super::{Evidence, Fact, Finding, Outcome, Severity, ev};
@@ -283,6 +284,83 @@ pub fn oom_kills(f: &OomFacts) -> Outcome {
     })
 }
 
+/// What `hung-tasks` needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HungFacts {
+    /// The kernel log.
+    pub log: Fact<KernelLog>,
+    /// PSI totals over the window (`memory full total_us`, `io full total_us`).
+    pub pressure: Fact<Window>,
+    /// kernel.hung_task_timeout_secs (0: the detector is off).
+    pub timeout_secs: Fact<u64>,
+}
+
+/// PSI full stall share over the window, percent, above which `hung-tasks` blames that
+/// resource for blocked tasks now.
+pub const HUNG_BLAME_FULL_PCT: f64 = 10.0;
+
+/// `hung-tasks`.
+pub fn hung_tasks(f: &HungFacts) -> Outcome {
+    let log = match &f.log {
+        Ok(log) => log,
+        Err(why) => return Outcome::NotChecked(why.clone()),
+    };
+    let hung: Vec<&Entry> = log.entries.iter().filter(|e| matches!(e.event, Event::HungTask { .. })).collect();
+    let mut evidence = vec![ev("kernel log", format!("{}: {} hung-task report(s)", log.source, hung.len()))];
+    match &f.timeout_secs {
+        Ok(0) => evidence.push(ev("kernel.hung_task_timeout_secs", "0 (the detector is off: blocked tasks go unreported)")),
+        Ok(t) => evidence.push(ev("kernel.hung_task_timeout_secs", t.to_string())),
+        Err(why) => evidence.push(ev("kernel.hung_task_timeout_secs", format!("unknown ({why})"))),
+    }
+    if hung.is_empty() {
+        return Outcome::Clear(evidence);
+    }
+    for e in hung.iter().rev().take(5) {
+        if let Event::HungTask { comm, seconds } = &e.event {
+            evidence.push(ev(format!("blocked: {comm}"), format!("more than {seconds} s, {}", log.when(e))));
+        }
+    }
+    let share = |name: &str| f.pressure.as_ref().ok().filter(|w| w.seconds > 0.0).and_then(|w| w.stall_pct(name));
+    let (mem, io) = (share("memory full total_us"), share("io full total_us"));
+    for (label, v) in [("PSI memory full now", mem), ("PSI io full now", io)] {
+        evidence.push(ev(label, v.map_or("not sampled".into(), |v| format!("{v:.1} %"))));
+    }
+    let recent = hung.iter().any(|e| log.within(e, RECENT_SECS));
+    let (severity, title) = if recent {
+        (Severity::Warning, format!("{} task(s) blocked for minutes, the last within {} min", hung.len(), RECENT_SECS / 60))
+    } else {
+        (Severity::Info, format!("{} hung-task report(s) since boot, none recently", hung.len()))
+    };
+    let fix = match (mem, io) {
+        (Some(m), _) if m >= HUNG_BLAME_FULL_PCT => format!(
+            "memory stalls now ({m:.0} % full): tasks wait on page faults and reclaim. See the `thrashing` finding: \
+             stop or cap the process that grows (systemctl set-property UNIT MemoryMax=...), add memory or swap, \
+             or let thrashguard rescue the machine before tasks block"
+        ),
+        (_, Some(i)) if i >= HUNG_BLAME_FULL_PCT => format!(
+            "I/O stalls now ({i:.0} % full): the tasks wait on storage. Find the slow device (`iostat -x 1`: \
+             await and %util), the kernel log for disk or NFS errors, and who writes (`iotop -o`)"
+        ),
+        _ => "nothing stalls now. When it happens again, list the blocked tasks and where they wait: \
+              `echo w > /proc/sysrq-trigger` (needs kernel.sysrq to allow it) and `journalctl -k`, or \
+              `cat /proc/PID/stack` of tasks in state D (`ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'`)"
+            .into(),
+    };
+    Outcome::Found(Finding {
+        id: "hung-tasks",
+        severity,
+        title,
+        evidence,
+        explanation: "The kernel's hung-task detector reports a task that stayed in uninterruptible sleep (state D) \
+                      longer than kernel.hung_task_timeout_secs. Such a task waits for the kernel itself: for a \
+                      disk or network file system to answer, for a lock, or, on a thrashing machine, for its own \
+                      pages to come back from swap or for reclaim. What stalls now tells which."
+            .into(),
+        fix,
+        docs: "https://docs.kernel.org/admin-guide/sysctl/kernel.html#hung-task-timeout-secs",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +464,50 @@ mod tests {
         // the log alone
         assert_eq!(sev(oom_kills(&OomFacts { vmstat: Err("no vmstat".into()), log: log(KILL, 90_000) })), Some(Severity::Info));
         assert!(matches!(oom_kills(&OomFacts { vmstat: Err("a".into()), log: Err("b".into()) }), Outcome::NotChecked(_)));
+    }
+
+    fn hung(text: &str, pressure: Fact<Window>) -> HungFacts {
+        HungFacts { log: log(text, 10_000), pressure, timeout_secs: Ok(120) }
+    }
+
+    fn psi(mem_full_us: u64, io_full_us: u64) -> Fact<Window> {
+        let mut a = Counters::default();
+        a.set("memory full total_us", 0);
+        a.set("io full total_us", 0);
+        let mut b = Counters::default();
+        b.set("memory full total_us", mem_full_us);
+        b.set("io full total_us", io_full_us);
+        Ok(Window { first: a, last: b, seconds: 5.0 })
+    }
+
+    const HUNG: &str = "[ 9000.000000] INFO: task kworker/u8:2:123 blocked for more than 122 seconds.\n\
+                        [ 9500.000000] INFO: task postgres:4242 blocked for more than 245 seconds.\n";
+
+    #[test]
+    fn hung_tasks_recent_blame_what_stalls_now() {
+        let Outcome::Found(f) = hung_tasks(&hung(HUNG, psi(2_000_000, 0))) else { panic!("fires") };
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.title.starts_with("2 task(s)"), "{}", f.title);
+        assert!(f.evidence.iter().any(|e| e.name == "blocked: postgres" && e.value.contains("245")), "{:?}", f.evidence);
+        assert!(f.evidence.iter().any(|e| e.name == "blocked: kworker/u8:2"), "comm with a colon: {:?}", f.evidence);
+        assert!(f.fix.starts_with("memory stalls now (40 %"), "{}", f.fix);
+        let Outcome::Found(f) = hung_tasks(&hung(HUNG, psi(0, 1_000_000))) else { panic!("fires") };
+        assert!(f.fix.starts_with("I/O stalls now (20 %"), "{}", f.fix);
+        let Outcome::Found(f) = hung_tasks(&hung(HUNG, Err("no PSI".into()))) else { panic!("fires") };
+        assert!(f.fix.contains("sysrq"), "{}", f.fix);
+    }
+
+    #[test]
+    fn hung_tasks_long_ago_are_info_and_none_is_clear() {
+        let mut facts = hung(HUNG, psi(0, 0));
+        facts.log = log(HUNG, 100_000);
+        let Outcome::Found(f) = hung_tasks(&facts) else { panic!("fires") };
+        assert_eq!(f.severity, Severity::Info);
+        assert!(matches!(hung_tasks(&hung("[ 1.0] eth0: link up\n", psi(0, 0))), Outcome::Clear(_)));
+        let mut off = hung("", psi(0, 0));
+        off.timeout_secs = Ok(0);
+        let Outcome::Clear(ev) = hung_tasks(&off) else { panic!("clear") };
+        assert!(ev.iter().any(|e| e.value.starts_with("0 (the detector is off")));
+        assert!(matches!(hung_tasks(&HungFacts { log: Err("/dev/kmsg: permission denied".into()), ..off }), Outcome::NotChecked(_)));
     }
 }
