@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod config_file;
 pub mod doctor;
 pub mod history;
 pub mod lifeline;

@@ -38,9 +38,13 @@ pub mod exit {
     pub const CONFIG: i32 = 78;
 }
 
+/// `thrashguard --version`: the package version and the git commit it was built from
+/// (`-dirty` with local changes; `unknown` outside git: see build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("THRASHGUARD_GIT"), ")");
+
 /// thrashguard: detects memory thrashing within a second and rescues the machine.
 #[derive(Debug, Parser)]
-#[command(name = "thrashguard", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "thrashguard", version = VERSION, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
     /// Configuration file [default: /etc/thrashguard/thrashguard.toml if present, else built-in defaults]
     #[arg(long, global = true, env = "THRASHGUARD_CONFIG", value_name = "FILE")]
@@ -266,6 +270,17 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         count: u32,
     },
+    /// Write the packaged files made from this binary: man pages, shell completions, the
+    /// commented default configuration (packaging/build-deb)
+    #[command(hide = true)]
+    Generate {
+        /// What to write
+        #[arg(value_enum)]
+        what: crate::generate::What,
+        /// Directory to write into (man/, completions/, thrashguard.toml)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn seconds(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
@@ -299,9 +314,12 @@ fn load_config(cli: &Cli) -> Result<Config, i32> {
 pub fn run(cli: Cli) -> i32 {
     crate::logging::init(cli.log_format, cli.verbose);
     let cfg = match &cli.command {
-        Command::DefaultConfig | Command::Thaw { .. } | Command::Keygen { .. } | Command::Send { .. } | Command::Wss { .. } => {
-            Config::default()
-        }
+        Command::DefaultConfig
+        | Command::Thaw { .. }
+        | Command::Keygen { .. }
+        | Command::Send { .. }
+        | Command::Wss { .. }
+        | Command::Generate { .. } => Config::default(),
         _ => match load_config(&cli) {
             Ok(c) => c,
             Err(code) => return code,
@@ -454,6 +472,11 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Thaw { pid } => thaw(&cli.proc_root, &cli.sys_root, Pid(pid)),
+        Command::Generate { what, out } => crate::generate::run(what, &out).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
         Command::Keygen { out, name, hmac } => {
             let scheme = if hmac { Scheme::HmacSha256 } else { Scheme::Ed25519 };
             crate::lifeline::keygen(&out, &name, scheme).map(|(key, public)| {

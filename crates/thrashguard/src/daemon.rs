@@ -32,6 +32,7 @@ use crate::numa::{self, NodeScope as NumaNodeScope};
 use crate::procdir;
 use crate::sample::{Sampler, Wakeup, psi_trigger};
 use crate::scan::{Preferences, ScanStats, Scanner};
+use crate::systemd::SdNotify;
 
 /// How often calm scopes are re-discovered (new cgroups, removed ones).
 const REDISCOVER: Micros = Micros::from_secs(60);
@@ -363,6 +364,8 @@ pub struct Guard {
     /// The last decision: scope name and victim (for status and tests).
     pub last_decision: Option<(String, Candidate)>,
     last_sample_error: bool,
+    /// systemd's notification socket and watchdog (a no-op without systemd).
+    sd_notify: SdNotify,
 }
 
 impl Guard {
@@ -414,6 +417,7 @@ impl Guard {
             counters: Counters::default(),
             last_decision: None,
             last_sample_error: false,
+            sd_notify: SdNotify::default(),
         };
         guard.v2_mount = cgroups::v2_mount(&guard.opts.proc_root, &guard.opts.sys_root);
         guard.lifeline = lifeline::Server::open(&guard.cfg.lifeline)?;
@@ -528,6 +532,22 @@ impl Guard {
         }
     }
 
+    /// Other memory-pressure daemons running now, by process name (from the last scan).
+    pub fn other_guards(&self) -> Vec<String> {
+        const OTHERS: [&str; 3] = ["earlyoom", "systemd-oomd", "nohang"];
+        let mut found: Vec<String> = self
+            .scanner
+            .candidates()
+            .iter()
+            .filter(|c| !c.kernel_thread && c.id.pid.0 != std::process::id())
+            .map(|c| c.comm.to_string_lossy())
+            .filter(|n| OTHERS.contains(&n.as_str()))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
     /// Whether PSI is in use, and how the loop wakes up.
     pub fn describe(&self) -> String {
         match (&self.sampler.no_psi, &self.wakeup) {
@@ -545,12 +565,32 @@ impl Guard {
         }
     }
 
-    /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`].
+    /// One pass: wait for a trigger, the victim's exit or the interval; then [`Guard::tick`],
+    /// then the watchdog ping: from this loop itself, so a guard stuck anywhere in it stops
+    /// pinging and systemd restarts it.
     pub fn iterate(&mut self) {
         self.wait();
         self.serve_lifeline();
         self.serve_status();
         self.tick();
+        self.ping_systemd();
+    }
+
+    /// Hand the guard systemd's notification socket (`thrashguard daemon` only).
+    pub fn set_sd_notify(&mut self, sd_notify: SdNotify) {
+        self.sd_notify = sd_notify;
+    }
+
+    /// WATCHDOG=1 when due, and STATUS= with the system scope's phase when it changed.
+    /// Allocates nothing.
+    fn ping_systemd(&mut self) {
+        if !self.sd_notify.enabled() {
+            return;
+        }
+        self.sd_notify.tick(self.sampler.now());
+        let phase = self.last_system.map_or(Phase::Calm, |(_, p)| p).as_str();
+        let (decisions, actions) = (self.counters.decisions, self.counters.actions);
+        self.sd_notify.status(format_args!("guarding; phase {phase}; {decisions} decisions, {actions} actions"));
     }
 
     /// Answer the lifeline datagrams waiting, at most [`LIFELINE_BATCH`] per wake-up so that
@@ -903,7 +943,8 @@ impl Guard {
     }
 
     fn wait(&mut self) {
-        let timeout = Duration::from_micros(self.next.0);
+        // Wake at least every half watchdog interval, so the pings keep up while calm.
+        let timeout = Duration::from_micros(self.next.0).min(self.sd_notify.max_wait().unwrap_or(Duration::MAX));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // Every armed trigger (system, cgroup v2 scopes) and the victim's pidfd, in the
         // set reserved at start: poll(2) on raw fds, so nothing is borrowed across ticks.
@@ -1296,6 +1337,9 @@ pub fn status_from_proc(mut cfg: Config, opts: Options, window: Duration) -> Res
 
 /// Entry point of `thrashguard daemon`.
 pub fn main(cfg: Config, opts: Options) -> Result<()> {
+    // SAFETY: first thing in the daemon, before it spawns any thread (the metrics server,
+    // the lifeline and any later thread start below); logging set-up spawns none.
+    let sd_notify = unsafe { SdNotify::from_env() };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
@@ -1326,15 +1370,42 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
     if !missing.is_empty() {
         warn!("running with reduced power; cannot: {}", missing.join("; "));
     }
+    let others = guard.other_guards();
+    if !others.is_empty() {
+        warn!("another memory-pressure daemon runs too ({}): two guards race to pick victims; stop one", others.join(", "));
+    }
     match &guard.lifeline {
         Some(l) => info!("{}", l.describe()),
         None => info!("lifeline off (no key in {})", guard.cfg.lifeline.authorized_keys),
     }
+    // Set up (memory locked, triggers armed, rescue path warm): tell systemd.
+    if sd_notify.enabled() {
+        match sd_notify.watchdog() {
+            Some(w) => info!("systemd: READY sent; watchdog {} ms, pinged from the guard loop", w.as_millis()),
+            None => info!("systemd: READY sent; no watchdog"),
+        }
+    }
+    // The SIGTERM grace blocks the loop: longer than half the watchdog, a rescue trips it.
+    if let Some(half) = sd_notify.max_wait()
+        && Duration::from_millis(guard.cfg.guard.sigterm_grace_ms) >= half
+    {
+        warn!(
+            "guard.sigterm_grace_ms = {} is at least half the systemd watchdog ({} ms): a rescue's grace would get the guard \
+             killed by the watchdog; raise WatchdogSec= with `systemctl edit thrashguard` or shorten the grace",
+            guard.cfg.guard.sigterm_grace_ms,
+            half.as_millis() * 2
+        );
+    }
+    guard.set_sd_notify(sd_notify);
+    let now = guard.sampler.now();
+    let ready = format!("guarding{dry}: {}", guard.describe());
+    guard.sd_notify.ready(&ready, now);
     guard.run(&stop);
     let dropped = guard.finish_history();
     if dropped > 0 {
         warn!("history: {dropped} event(s) dropped over the run");
     }
+    guard.sd_notify.stopping();
     info!(
         "stopping after {} iterations, {} decisions, {} actions",
         guard.counters.iterations, guard.counters.decisions, guard.counters.actions

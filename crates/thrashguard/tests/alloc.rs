@@ -143,3 +143,30 @@ fn listing_a_cgroups_members_allocates_nothing() {
     std::fs::remove_dir_all(&tmp).unwrap();
     assert_eq!(allocations, 0, "100 member walks allocated {allocations} times");
 }
+
+/// The watchdog ping and the STATUS= line, sent from the guard loop on the cached
+/// notification socket, allocate nothing.
+#[test]
+fn watchdog_pings_allocate_nothing() {
+    let path = std::env::temp_dir().join(format!("tg-alloc-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut n = thrashguard::systemd::SdNotify::connect(path.as_os_str(), Some(std::time::Duration::from_millis(2))).unwrap();
+    n.ready("guarding", thrashguard_core::units::Micros(0));
+    n.tick(thrashguard_core::units::Micros(500)); // warm up
+    let before = counting::allocations();
+    for i in 1..=1000u64 {
+        n.tick(thrashguard_core::units::Micros(i * 1000));
+        let phase = if i % 100 < 50 { "calm" } else { "pressure" };
+        n.status(format_args!("guarding; phase {phase}; {} decisions, {} actions", i / 100, i / 200));
+        if i % 50 == 0 {
+            // keep the receiver's queue from filling
+            let mut buf = [0u8; 256];
+            sock.set_nonblocking(true).unwrap();
+            while sock.recv(&mut buf).is_ok() {}
+        }
+    }
+    let allocations = counting::allocations() - before;
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(allocations, 0, "1000 pings allocated {allocations} times");
+}

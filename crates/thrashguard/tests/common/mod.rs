@@ -17,13 +17,15 @@ pub struct Daemon {
 impl Daemon {
     /// `thrashguard ARGS` (no THRASHGUARD_CONFIG from the environment), stderr captured.
     pub fn spawn(args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
-            .args(args)
-            .env_remove("THRASHGUARD_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thrashguard"));
+        cmd.args(args).env_remove("NOTIFY_SOCKET");
+        Daemon::spawn_command(cmd)
+    }
+
+    /// `cmd` (a `thrashguard` command with its arguments and environment), without
+    /// THRASHGUARD_CONFIG, stderr captured.
+    pub fn spawn_command(mut cmd: Command) -> Daemon {
+        let mut child = cmd.env_remove("THRASHGUARD_CONFIG").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon");
         let err = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
