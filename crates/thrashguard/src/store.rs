@@ -311,12 +311,15 @@ pub fn load_event(path: &Path, id: i64) -> anyhow::Result<Option<Event>> {
 
 /// One line about an event for the log (no timeline).
 fn summary(e: &Event) -> String {
+    // a killed victim is gone before its command line is read: no empty "(, N MiB)"
+    let cmdline: String = e.victim.cmdline.chars().take(80).collect();
     format!(
-        "{} {} {} ({}, {} MiB) in {} for {}: {}",
+        "{} {} {} ({}{}{} MiB) in {} for {}: {}",
         e.action.as_str(),
         e.victim.pid,
         e.victim.name,
-        e.victim.cmdline.chars().take(80).collect::<String>(),
+        cmdline,
+        if cmdline.is_empty() { "" } else { ", " },
         e.victim.footprint.mib(),
         e.scope,
         e.reason.as_str(),
@@ -527,5 +530,27 @@ impl Writer {
             std::thread::sleep(Duration::from_millis(5));
         }
         thread.join().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(cmdline: &str) -> Event {
+        let evidence = serde_json::to_string(&thrashguard_core::policy::Evidence::default()).unwrap();
+        let line = format!(
+            r#"{{"id":1,"unix_ms":0,"host":"lab","scope":"system","action":"kill","reason":"thrashing","outcome":"killed","victim":{{"pid":348,"name":"python3","cmdline":{cmdline:?},"footprint":1245804,"swap":0,"oom_score":null}},"evidence":{evidence},"exit_after_ms":955.0,"timeline":[]}}"#
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn summary_leaves_out_a_missing_command_line() {
+        assert_eq!(summary(&event("")), "kill 348 python3 (1216 MiB) in system for thrashing: killed");
+        assert_eq!(
+            summary(&event("python3 workloads.py hog-zram")),
+            "kill 348 python3 (python3 workloads.py hog-zram, 1216 MiB) in system for thrashing: killed"
+        );
     }
 }
