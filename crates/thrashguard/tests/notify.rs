@@ -46,7 +46,8 @@ fn setup(tag: &str, notify: &str) -> Setup {
     let (authorized, port) = common::lifeline_keys(&dir.0, &[("ops", true)], &["ops"]);
     let config = dir.0.join("tg.toml");
     let text = format!(
-        "[guard]\nstatus_socket = \"{}\"\n[lifeline]\nlisten = \"127.0.0.1:{port}\"\nauthorized_keys = \"{}\"\nhost_id = \"{HOST}\"\nper_source_burst = 1000\nper_source_per_s = 1000\n[notify]\ndesktop = \"never\"\n{notify}",
+        "[history]\npath = \"{}\"\n[guard]\nstatus_socket = \"{}\"\n[lifeline]\nlisten = \"127.0.0.1:{port}\"\nauthorized_keys = \"{}\"\nhost_id = \"{HOST}\"\nper_source_burst = 1000\nper_source_per_s = 1000\n[notify]\ndesktop = \"never\"\n{notify}",
+        dir.0.join("history.db").display(),
         dir.0.join("status.sock").display(),
         authorized.display(),
     );
