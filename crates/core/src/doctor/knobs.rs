@@ -8,7 +8,7 @@
 //! inherited the postmaster's exemption). Must never read a file itself.
 
 use super::memfacts::{MemFacts, Proc, size, sysctl_fix};
-use super::{Finding, Outcome, Severity, ev};
+use super::{Finding, Issue, Outcome, Severity, ev, worst_of};
 use crate::units::Kib;
 
 /// A process above this share of vm.max_map_count (doctor-checks.md #7).
@@ -72,13 +72,6 @@ pub fn max_map_count(f: &MemFacts) -> Outcome {
     })
 }
 
-struct Issue {
-    severity: Severity,
-    title: String,
-    explanation: &'static str,
-    fix: String,
-}
-
 /// `vm-extremes`.
 pub fn vm_extremes(f: &MemFacts) -> Outcome {
     let keys = ["vm.min_free_kbytes", "vm.vfs_cache_pressure", "vm.watermark_scale_factor"];
@@ -97,6 +90,7 @@ pub fn vm_extremes(f: &MemFacts) -> Outcome {
         if pct > MIN_FREE_MAX_PCT {
             let sane = super::reserve::kernel_default_min_free_kbytes(m.total().0).max(m.total().0 / 100);
             issues.push(Issue {
+                docs: DOCS_VM,
                 severity: Severity::Warning,
                 title: format!("vm.min_free_kbytes is {:.1} % of RAM ({})", pct, size(Kib(*min_free))),
                 explanation: "min_free_kbytes is memory the kernel keeps free for itself; every zone's watermarks \
@@ -110,6 +104,7 @@ pub fn vm_extremes(f: &MemFacts) -> Outcome {
     if let Ok(v) = values[1] {
         if v == 0 {
             issues.push(Issue {
+                docs: DOCS_VM,
                 severity: Severity::Warning,
                 title: "vm.vfs_cache_pressure is 0: dentries and inodes are never reclaimed".into(),
                 explanation: "With vfs_cache_pressure 0 the kernel never reclaims the dentry and inode caches. A \
@@ -119,6 +114,7 @@ pub fn vm_extremes(f: &MemFacts) -> Outcome {
             });
         } else if v > VFS_CACHE_PRESSURE_HIGH {
             issues.push(Issue {
+                docs: DOCS_VM,
                 severity: Severity::Info,
                 title: format!("vm.vfs_cache_pressure is {v}: dentries and inodes are dropped first"),
                 explanation: "Above 100 the kernel prefers reclaiming dentries and inodes over page cache; far above \
@@ -131,6 +127,7 @@ pub fn vm_extremes(f: &MemFacts) -> Outcome {
         && v >= WSF_HIGH
     {
         issues.push(Issue {
+            docs: DOCS_VM,
             severity: Severity::Info,
             title: format!("vm.watermark_scale_factor is {v}: kswapd keeps {:.0} % of memory free", v as f64 / 100.0),
             explanation: "watermark_scale_factor sets the gap between watermarks in units of 0.01 % of memory; at \
@@ -139,20 +136,7 @@ pub fn vm_extremes(f: &MemFacts) -> Outcome {
             fix: sysctl_fix("90-thrashguard-vm-extremes", &[("vm.watermark_scale_factor", "200".into())]),
         });
     }
-    issues.sort_by_key(|i| std::cmp::Reverse(i.severity));
-    let Some(first) = issues.first() else { return Outcome::Clear(evidence) };
-    for other in issues.iter().skip(1) {
-        evidence.push(ev("also", &other.title));
-    }
-    Outcome::Found(Finding {
-        id: "vm-extremes",
-        severity: first.severity,
-        title: first.title.clone(),
-        evidence,
-        explanation: first.explanation.into(),
-        fix: issues.iter().map(|i| i.fix.as_str()).collect::<Vec<_>>().join("\n"),
-        docs: DOCS_VM,
-    })
+    worst_of("vm-extremes", issues, evidence)
 }
 
 /// `hugepages`.

@@ -84,6 +84,41 @@ pub struct Finding {
     pub docs: &'static str,
 }
 
+/// One of several things a rule can find at once (`vm-extremes`, `swap-setup`): the rule
+/// reports the most severe, names the others in its evidence and gives every fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// How much it matters.
+    pub severity: Severity,
+    /// One line.
+    pub title: String,
+    /// Why it matters.
+    pub explanation: &'static str,
+    /// The fix.
+    pub fix: String,
+    /// Where it is documented.
+    pub docs: &'static str,
+}
+
+/// The finding `id` for the most severe of `issues` (the others as `also` evidence, every
+/// fix in order), or clear with `evidence` when there is none.
+pub fn worst_of(id: &'static str, mut issues: Vec<Issue>, mut evidence: Vec<Evidence>) -> Outcome {
+    issues.sort_by_key(|i| std::cmp::Reverse(i.severity));
+    let Some(first) = issues.first() else { return Outcome::Clear(evidence) };
+    for other in issues.iter().skip(1) {
+        evidence.push(ev("also", &other.title));
+    }
+    Outcome::Found(Finding {
+        id,
+        severity: first.severity,
+        title: first.title.clone(),
+        evidence,
+        explanation: first.explanation.into(),
+        fix: issues.iter().map(|i| i.fix.as_str()).collect::<Vec<_>>().join("\n"),
+        docs: first.docs,
+    })
+}
+
 /// What one rule concluded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -7,7 +7,7 @@
 //! hurting). Must never read a file itself.
 
 use super::memfacts::{MemFacts, Proc, basis, grew, size, span, sysctl_fix, windowed};
-use super::{Evidence, Finding, Outcome, Severity, ev};
+use super::{Evidence, Finding, Issue, Outcome, Severity, ev, worst_of};
 
 /// PSI memory full over the window, percent: thrashing (doctor-checks.md #5: full avg10 > 5).
 pub const FULL_WARNING_PCT: f64 = 5.0;
@@ -99,14 +99,6 @@ pub fn thrashing(f: &MemFacts) -> Outcome {
         fix,
         docs: "https://docs.kernel.org/accounting/psi.html",
     })
-}
-
-struct Issue {
-    severity: Severity,
-    title: String,
-    explanation: &'static str,
-    fix: String,
-    docs: &'static str,
 }
 
 /// `swap-setup`.
@@ -208,20 +200,7 @@ pub fn swap_setup(f: &MemFacts) -> Outcome {
             });
         }
     }
-    issues.sort_by_key(|i| std::cmp::Reverse(i.severity));
-    let Some(first) = issues.first() else { return Outcome::Clear(evidence) };
-    for other in issues.iter().skip(1) {
-        evidence.push(ev("also", &other.title));
-    }
-    Outcome::Found(Finding {
-        id: "swap-setup",
-        severity: first.severity,
-        title: first.title.clone(),
-        evidence,
-        explanation: first.explanation.into(),
-        fix: issues.iter().map(|i| i.fix.as_str()).collect::<Vec<_>>().join("\n"),
-        docs: first.docs,
-    })
+    worst_of("swap-setup", issues, evidence)
 }
 
 #[cfg(test)]
