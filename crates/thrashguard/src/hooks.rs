@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use log::{info, warn};
 use thrashguard_core::config::{Action, Desktop, NotifyConfig};
-use thrashguard_core::notify::{ActionRecord, Outcome, ScopeName, cmdline_text};
+use thrashguard_core::notify::{ActionRecord, Outcome, ScopeName};
 use thrashguard_core::policy::Rescue;
 use thrashguard_core::policy::rank::Candidate;
 use thrashguard_core::units::{Comm, Kib, ProcId};
@@ -45,8 +45,6 @@ pub const QUEUE: usize = 16;
 const STACK: usize = 128 * 1024;
 /// Output of one command kept for the log, per stream (the rest is read and discarded).
 const OUTPUT_MAX: usize = 4096;
-/// Longest command line passed in `THRASHGUARD_CMDLINE`.
-const CMDLINE_MAX: usize = 4096;
 /// How long the thread waits between looks at the stop flag.
 const SLICE: Duration = Duration::from_millis(100);
 /// How long a killed process group's leader may take to be reaped.
@@ -468,7 +466,7 @@ fn serve(rx: &Receiver<ActionRecord>, shared: &Shared, plan: &Plan) {
 fn notify_one(rec: &ActionRecord, shared: &Shared, plan: &Plan) {
     let what = format!("{} of {} ({})", rec.action_str(), rec.victim.pid, rec.name);
     if !plan.hooks.is_empty() {
-        let env = rec.env(&read_cmdline(&plan.proc_root, rec.victim));
+        let env = rec.env(&crate::procdir::victim_cmdline(&plan.proc_root, rec.victim));
         for argv in &plan.hooks {
             let label = argv.first().map_or("", String::as_str);
             run_logged(hook_command(argv, &env), label, &what, plan, &shared.stop);
@@ -487,20 +485,6 @@ fn notify_one(rec: &ActionRecord, shared: &Shared, plan: &Plan) {
             run_logged(desktop_command(&d.notify_send, s, rec), &label, &what, plan, &shared.stop);
         }
     }
-}
-
-/// The victim's command line while it is still the same process; empty once it is gone.
-/// Read here, never on the guard thread: reading another process's cmdline takes its
-/// memory map lock, which a thrashing process may hold for seconds.
-fn read_cmdline(proc_root: &Path, id: ProcId) -> String {
-    let dir = proc_root.join(id.pid.0.to_string());
-    let Ok(raw) = std::fs::read(dir.join("cmdline")) else { return String::new() };
-    // checked after the read: a pid reused in between shows another start time
-    let same = std::fs::read(dir.join("stat"))
-        .ok()
-        .and_then(|s| thrashguard_core::parse::pid::parse_stat(&s).ok())
-        .is_some_and(|st| st.start_time == id.start_time);
-    if same { cmdline_text(&raw, CMDLINE_MAX) } else { String::new() }
 }
 
 /// Up to [`OUTPUT_MAX`] bytes of one output stream.
@@ -956,9 +940,9 @@ mod tests {
         let me = std::process::id();
         let stat = std::fs::read("/proc/self/stat").unwrap();
         let st = thrashguard_core::parse::pid::parse_stat(&stat).unwrap();
-        let text = read_cmdline(Path::new("/proc"), ProcId { pid: Pid(me), start_time: st.start_time });
+        let text = crate::procdir::victim_cmdline(Path::new("/proc"), ProcId { pid: Pid(me), start_time: st.start_time });
         assert!(!text.is_empty() && !text.contains('\0'), "{text:?}");
-        assert_eq!(read_cmdline(Path::new("/proc"), ProcId { pid: Pid(me), start_time: st.start_time + 1 }), "");
-        assert_eq!(read_cmdline(Path::new("/nonexistent"), ProcId { pid: Pid(me), start_time: st.start_time }), "");
+        assert_eq!(crate::procdir::victim_cmdline(Path::new("/proc"), ProcId { pid: Pid(me), start_time: st.start_time + 1 }), "");
+        assert_eq!(crate::procdir::victim_cmdline(Path::new("/nonexistent"), ProcId { pid: Pid(me), start_time: st.start_time }), "");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Owns the path formatting (`<pid>/<file>` in a stack buffer) and the open + pread +
 //! close of one per-process file relative to an open /proc directory descriptor. A process
-//! that vanished is [`Gone`](ReadError::Gone), an outcome and not an error. Must never
-//! decide anything about what it read.
+//! that vanished is [`Gone`](ReadError::Gone), an outcome and not an error. Also, for the
+//! threads beside the guard (history writer, hooks), [`victim_cmdline`], which allocates
+//! and must never run on the guard thread. Must never decide anything about what it read.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -113,6 +114,24 @@ fn classify(e: Errno) -> ReadError {
         Errno::ACCESS | Errno::PERM => ReadError::Denied,
         other => ReadError::Other(other),
     }
+}
+
+/// Longest command line [`victim_cmdline`] returns, in bytes.
+pub const CMDLINE_MAX: usize = 4096;
+
+/// A victim's command line (NULs and other control characters as spaces, at most
+/// [`CMDLINE_MAX`] bytes) while `id` is still that process; empty once it is gone or its pid
+/// was reused. Never on the guard thread: reading another process's cmdline takes its memory
+/// map lock, which a thrashing process may hold for seconds.
+pub fn victim_cmdline(proc_root: &Path, id: thrashguard_core::units::ProcId) -> String {
+    let dir = proc_root.join(id.pid.0.to_string());
+    let Ok(raw) = std::fs::read(dir.join("cmdline")) else { return String::new() };
+    // checked after the read: a pid reused in between shows another start time
+    let same = std::fs::read(dir.join("stat"))
+        .ok()
+        .and_then(|s| thrashguard_core::parse::pid::parse_stat(&s).ok())
+        .is_some_and(|st| st.start_time == id.start_time);
+    if same { thrashguard_core::notify::cmdline_text(&raw, CMDLINE_MAX) } else { String::new() }
 }
 
 #[cfg(test)]

@@ -431,23 +431,6 @@ impl Sink {
     }
 }
 
-/// The victim's command line, when `id` is still that process (read on the writer thread:
-/// reading it takes the process's mmap lock, which a thrashing process may hold for long).
-/// Empty for a process gone (a kill) or reused.
-fn cmdline_of(proc_root: &Path, id: ProcId) -> String {
-    let dir = proc_root.join(id.pid.0.to_string());
-    let same = std::fs::read(dir.join("stat"))
-        .ok()
-        .and_then(|b| thrashguard_core::parse::pid::parse_stat(&b).ok())
-        .is_some_and(|st| st.start_time == id.start_time);
-    if !same {
-        return String::new();
-    }
-    let mut bytes = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-    bytes.truncate(4096);
-    String::from_utf8_lossy(&bytes).replace('\0', " ").trim_end().to_string()
-}
-
 /// An event on its way to the writer, with the victim's identity.
 type Job = (Event, Option<ProcId>);
 
@@ -486,7 +469,7 @@ impl Writer {
                 let mut job = Some(first);
                 while let Some((mut e, victim)) = job.take() {
                     if let Some(id) = victim.filter(|_| e.victim.cmdline.is_empty()) {
-                        e.victim.cmdline = cmdline_of(&proc_root, id);
+                        e.victim.cmdline = crate::procdir::victim_cmdline(&proc_root, id);
                     }
                     sink.write(&mut e);
                     let mut timeline = std::mem::take(&mut e.timeline);
