@@ -228,7 +228,10 @@ fn another_guard_running_is_named_at_start() {
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
     let fake = dir.0.join("earlyoom");
-    std::fs::copy("/bin/sleep", &fake).unwrap();
+    // a symlink, not a copy: the kernel names the process after the path it was given, and a copy
+    // would be a file just written, which another test thread's fork can still hold open for writing
+    // (ETXTBSY when we exec it)
+    std::os::unix::fs::symlink("/bin/sleep", &fake).unwrap();
     let mut other = Command::new(&fake).arg("60").spawn().unwrap();
     let cfg = dir.0.join("tg.toml");
     std::fs::write(&cfg, "[guard]\nstatus_socket = \"\"\n").unwrap();
