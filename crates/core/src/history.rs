@@ -18,20 +18,22 @@ pub struct Point {
     /// Monotonic sample time (the guard's clock; in a stored event, relative to the action:
     /// see [`Event::timeline`]).
     pub t: Micros,
-    /// Full stall over the trailing second (0..=1).
-    pub full: f32,
-    /// Some stall over the trailing second (0..=1).
-    pub some: f32,
+    /// Full stall over the trailing second (0..=1); `None` where it was not measured (no PSI,
+    /// or in the half second after the guard started or a rescue cleared its window): drawn as
+    /// a gap, never as a zero.
+    pub full: Option<f32>,
+    /// Some stall over the trailing second (0..=1); `None` as for `full`.
+    pub some: Option<f32>,
     /// Available memory + free swap.
     pub headroom: Kib,
     /// Available memory.
     pub available: Kib,
-    /// Anonymous refaults (swap-ins) per second.
-    pub swap_in_per_s: f32,
-    /// File refaults per second.
-    pub file_refaults_per_s: f32,
-    /// Major faults per second.
-    pub majfaults_per_s: f32,
+    /// Anonymous refaults (swap-ins) per second; `None` where not measured (as for `full`).
+    pub swap_in_per_s: Option<f32>,
+    /// File refaults per second; `None` where not measured.
+    pub file_refaults_per_s: Option<f32>,
+    /// Major faults per second; `None` where not measured.
+    pub majfaults_per_s: Option<f32>,
     /// The policy's phase after this sample.
     pub phase: PhaseTag,
 }
@@ -64,13 +66,13 @@ impl Point {
     pub fn from_evidence(e: &Evidence, phase: Phase) -> Point {
         Point {
             t: e.at,
-            full: e.full as f32,
-            some: e.some as f32,
+            full: e.full.map(|v| v as f32),
+            some: e.some.map(|v| v as f32),
             headroom: e.headroom,
             available: e.available,
-            swap_in_per_s: e.anon_refaults_per_s as f32,
-            file_refaults_per_s: e.file_refaults_per_s as f32,
-            majfaults_per_s: e.majfaults_per_s as f32,
+            swap_in_per_s: e.anon_refaults_per_s.map(|v| v as f32),
+            file_refaults_per_s: e.file_refaults_per_s.map(|v| v as f32),
+            majfaults_per_s: e.majfaults_per_s.map(|v| v as f32),
             phase: phase.into(),
         }
     }
@@ -320,20 +322,22 @@ pub enum TimelineError {
 /// A timeline as the store keeps it: [`TIMELINE_FORMAT`], then per point, little-endian,
 /// `t` (u64 µs), `full`, `some` (f32), `headroom`, `available` (u64 KiB), `swap_in_per_s`,
 /// `file_refaults_per_s`, `majfaults_per_s` (f32) and the phase (u8: 0 calm, 1 pressure,
-/// 2 recovering). 45 bytes a point, a third of its JSON.
+/// 2 recovering). 45 bytes a point, a third of its JSON. A value not measured is stored as
+/// NaN and read back as `None` (no measurement is NaN, so nothing else reads back changed).
 pub fn encode_timeline(points: &[Point], out: &mut Vec<u8>) {
+    let f = |v: Option<f32>| v.unwrap_or(f32::NAN).to_le_bytes();
     out.clear();
     out.reserve(1 + points.len() * TIMELINE_POINT_BYTES);
     out.push(TIMELINE_FORMAT);
     for p in points {
         out.extend_from_slice(&p.t.0.to_le_bytes());
-        out.extend_from_slice(&p.full.to_le_bytes());
-        out.extend_from_slice(&p.some.to_le_bytes());
+        out.extend_from_slice(&f(p.full));
+        out.extend_from_slice(&f(p.some));
         out.extend_from_slice(&p.headroom.0.to_le_bytes());
         out.extend_from_slice(&p.available.0.to_le_bytes());
-        out.extend_from_slice(&p.swap_in_per_s.to_le_bytes());
-        out.extend_from_slice(&p.file_refaults_per_s.to_le_bytes());
-        out.extend_from_slice(&p.majfaults_per_s.to_le_bytes());
+        out.extend_from_slice(&f(p.swap_in_per_s));
+        out.extend_from_slice(&f(p.file_refaults_per_s));
+        out.extend_from_slice(&f(p.majfaults_per_s));
         out.push(match p.phase {
             PhaseTag::Calm => 0,
             PhaseTag::Pressure => 1,
@@ -360,7 +364,7 @@ pub fn decode_timeline(bytes: &[u8]) -> Result<Vec<Point>, TimelineError> {
             s
         };
         let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
-        let f32_ = |s: &[u8]| f32::from_le_bytes(s.try_into().unwrap_or([0; 4]));
+        let f32_ = |s: &[u8]| Some(f32::from_le_bytes(s.try_into().unwrap_or([0; 4]))).filter(|v| !v.is_nan());
         let t = Micros(u64_(take(8)));
         let full = f32_(take(4));
         let some = f32_(take(4));
@@ -407,7 +411,7 @@ pub fn render_table(events: &[Event], local_time: &dyn Fn(i64) -> String) -> Str
                 e.victim.pid.to_string(),
                 e.victim.name.clone(),
                 e.victim.footprint.mib().to_string(),
-                format!("{:.1}", e.evidence.full * 100.0),
+                e.evidence.full.map_or_else(|| "-".into(), |f| format!("{:.1}", f * 100.0)),
                 e.outcome.clone(),
             ]
         })
@@ -453,7 +457,7 @@ mod tests {
     use super::*;
 
     fn pt(t_ms: u64, full: f32) -> Point {
-        Point { t: Micros::from_millis(t_ms), full, ..Point::default() }
+        Point { t: Micros::from_millis(t_ms), full: Some(full), ..Point::default() }
     }
 
     #[test]
@@ -480,7 +484,7 @@ mod tests {
         let mut ring = Ring::new(RingSpan::default());
         ring.push(pt(5_000, 0.1));
         ring.push(pt(4_000, 0.2));
-        assert_eq!(ring.last().map(|p| p.full), Some(0.1));
+        assert_eq!(ring.last().and_then(|p| p.full), Some(0.1));
     }
 
     #[test]
@@ -512,13 +516,14 @@ mod tests {
         let pts: Vec<Point> = (0..50)
             .map(|i| Point {
                 t: Micros(i * 100_000),
-                full: i as f32 / 50.0,
-                some: 0.5,
+                full: Some(i as f32 / 50.0),
+                // every fifth point is one the guard did not measure
+                some: (i % 5 != 0).then_some(0.5),
                 headroom: Kib(i * 1000),
                 available: Kib(7),
-                swap_in_per_s: 1.5,
-                file_refaults_per_s: 2.5,
-                majfaults_per_s: f32::MAX,
+                swap_in_per_s: (i % 5 != 0).then_some(1.5),
+                file_refaults_per_s: Some(2.5),
+                majfaults_per_s: (i % 5 != 0).then_some(f32::MAX),
                 phase: [PhaseTag::Calm, PhaseTag::Pressure, PhaseTag::Recovering][i as usize % 3],
             })
             .collect();
@@ -547,7 +552,7 @@ mod tests {
             reason: Reason::Thrashing,
             outcome: "killed".into(),
             victim: Victim { pid: 4242, name: "python3".into(), footprint: Kib(812 * 1024), ..Victim::default() },
-            evidence: Evidence { full: 0.873, ..Evidence::default() },
+            evidence: Evidence { full: Some(0.873), ..Evidence::default() },
             exit_after_ms: Some(12.0),
             timeline: Vec::new(),
         };

@@ -112,8 +112,9 @@ pub struct ActionRecord {
     pub scope: ScopeName,
     /// Wall-clock time of the action, milliseconds since the Unix epoch.
     pub unix_ms: u64,
-    /// PSI full stall over the trailing second when it was decided, percent.
-    pub full_stall_pct: f64,
+    /// PSI full stall over the trailing second when it was decided, percent; `None` when it
+    /// was not measured (no PSI, or an operator's rescue in the guard's first half second).
+    pub full_stall_pct: Option<f64>,
     /// Available memory + free swap of the scope when it was decided.
     pub headroom: Kib,
 }
@@ -157,7 +158,7 @@ impl ActionRecord {
             u8::from(self.whole_cgroup).to_string(),
             self.scope.as_str().to_string(),
             self.unix_ms.to_string(),
-            format!("{:.1}", self.full_stall_pct),
+            self.full_stall_pct.map_or_else(String::new, |v| format!("{v:.1}")),
             self.headroom.0.to_string(),
         ];
         let mut i = 0;
@@ -185,9 +186,9 @@ impl ActionRecord {
         let thaw =
             if self.outcome == Outcome::Frozen { format!("; resume with `thrashguard thaw {}`", self.victim.pid) } else { String::new() };
         let body = format!(
-            "{}: full stall {:.1} %, footprint {} MiB ({}){thaw}",
+            "{}: full stall {}, footprint {} MiB ({}){thaw}",
             self.reason.as_str().replace('_', " "),
-            self.full_stall_pct,
+            self.full_stall_pct.map_or_else(|| "not measured".into(), |v| format!("{v:.1} %")),
             self.footprint.mib(),
             self.scope.as_str()
         );
@@ -236,7 +237,7 @@ mod tests {
             whole_cgroup: false,
             scope: ScopeName::new("system"),
             unix_ms: 1_700_000_000_123,
-            full_stall_pct: 43.04,
+            full_stall_pct: Some(43.04),
             headroom: Kib(65536),
         }
     }

@@ -181,12 +181,15 @@ th{{background:#f4f4f4;font-weight:normal}} td.n{{text-align:right;font-variant-
     p.push_str("</table>\n<h2>Evidence</h2>\n<table>\n");
     let e = &ev.evidence;
     let opt_pct = |x: Option<f64>| x.map_or_else(|| "none".into(), |x| format!("{} %", num(x * 100.0, 1)));
+    let last_second = |x: Option<f64>, scale: f64, decimals: usize, unit: &str| {
+        x.map_or_else(|| "not measured".into(), |x| format!("{} {unit}", num(x * scale, decimals)))
+    };
     let rows: Vec<(&str, String)> = vec![
         ("reason", ev.reason.as_str().into()),
         ("decision", Rescue { reason: ev.reason, evidence: *e }.to_string()),
         ("PSI", if e.psi { "yes".into() } else { "no (memory and fault signals only)".into() }),
-        ("full stall, last 1 s", format!("{} %", num(e.full * 100.0, 1))),
-        ("some stall, last 1 s", format!("{} %", num(e.some * 100.0, 1))),
+        ("full stall, last 1 s", last_second(e.full, 100.0, 1, "%")),
+        ("some stall, last 1 s", last_second(e.some, 100.0, 1, "%")),
         ("mean full stall over the window", opt_pct(e.full_mean)),
         ("episode", format!("{} s", num(e.episode.as_secs_f64(), 1))),
         ("available", format!("{} ({} % of {})", mib(e.available.0), num(e.available_pct(), 1), mib(e.total.0))),
@@ -194,9 +197,9 @@ th{{background:#f4f4f4;font-weight:normal}} td.n{{text-align:right;font-variant-
         ("headroom", mib(e.headroom.0)),
         ("headroom trend", e.headroom_trend_kib_s.map_or_else(|| "none".into(), |x| format!("{} KiB/s", num(x, 0)))),
         ("headroom gone in", e.exhaustion_in.map_or_else(|| "not in sight".into(), |t| format!("{} s", num(t.as_secs_f64(), 1)))),
-        ("swap-ins", format!("{} pages/s", num(e.anon_refaults_per_s, 0))),
-        ("file refaults", format!("{} pages/s", num(e.file_refaults_per_s, 0))),
-        ("major faults", format!("{} /s", num(e.majfaults_per_s, 0))),
+        ("swap-ins", last_second(e.anon_refaults_per_s, 1.0, 0, "pages/s")),
+        ("file refaults", last_second(e.file_refaults_per_s, 1.0, 0, "pages/s")),
+        ("major faults", last_second(e.majfaults_per_s, 1.0, 0, "/s")),
         ("timeline", timeline_summary(&ev.timeline)),
     ];
     table_rows(&mut p, &rows);
@@ -283,6 +286,11 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A timeline value to draw: NaN (a gap) where it was not measured.
+fn measured(v: Option<f32>) -> f64 {
+    v.map_or(f64::NAN, f64::from)
 }
 
 /// A number for people: `decimals` places, and `n/a` for NaN or infinity.
@@ -380,8 +388,8 @@ const PANELS: [Panel; 3] = [
         y_desc: "stall % (last 1 s)",
         fixed: Some((0.0, 100.0)),
         series: &[
-            Series { name: "full stall", color: colors::FULL, value: |p| f64::from(p.full) * 100.0 },
-            Series { name: "some stall", color: colors::SOME, value: |p| f64::from(p.some) * 100.0 },
+            Series { name: "full stall", color: colors::FULL, value: |p| measured(p.full) * 100.0 },
+            Series { name: "some stall", color: colors::SOME, value: |p| measured(p.some) * 100.0 },
         ],
     },
     Panel {
@@ -396,9 +404,9 @@ const PANELS: [Panel; 3] = [
         y_desc: "per second",
         fixed: None,
         series: &[
-            Series { name: "swap-ins (pages/s)", color: colors::SWAP_IN, value: |p| f64::from(p.swap_in_per_s) },
-            Series { name: "file refaults (pages/s)", color: colors::FILE_REFAULTS, value: |p| f64::from(p.file_refaults_per_s) },
-            Series { name: "major faults /s", color: colors::MAJFAULTS, value: |p| f64::from(p.majfaults_per_s) },
+            Series { name: "swap-ins (pages/s)", color: colors::SWAP_IN, value: |p| measured(p.swap_in_per_s) },
+            Series { name: "file refaults (pages/s)", color: colors::FILE_REFAULTS, value: |p| measured(p.file_refaults_per_s) },
+            Series { name: "major faults /s", color: colors::MAJFAULTS, value: |p| measured(p.majfaults_per_s) },
         ],
     },
 ];
@@ -609,13 +617,13 @@ mod tests {
                 let load = if before { (1.0 + s / 20.0).clamp(0.0, 1.0) } else { (1.0 - s).clamp(0.0, 1.0) * 0.5 };
                 Point {
                     t: Micros((TIMELINE_ZERO.0 as f64 + s * 1e6) as u64),
-                    full: (load * 0.9) as f32,
-                    some: load as f32,
+                    full: Some((load * 0.9) as f32),
+                    some: Some(load as f32),
                     headroom: Kib(((1.0 - load) * 3_000_000.0 + 100_000.0) as u64),
                     available: Kib(((1.0 - load) * 1_200_000.0 + 50_000.0) as u64),
-                    swap_in_per_s: (load * 9000.0) as f32,
-                    file_refaults_per_s: (load * 4000.0) as f32,
-                    majfaults_per_s: (load * 6000.0) as f32,
+                    swap_in_per_s: Some((load * 9000.0) as f32),
+                    file_refaults_per_s: Some((load * 4000.0) as f32),
+                    majfaults_per_s: Some((load * 6000.0) as f32),
                     phase: if load < 0.2 {
                         PhaseTag::Calm
                     } else if before {
@@ -645,8 +653,8 @@ mod tests {
             evidence: Evidence {
                 at: Micros(12_000_000),
                 psi: true,
-                full: 0.83,
-                some: 0.95,
+                full: Some(0.83),
+                some: Some(0.95),
                 full_mean: Some(0.61),
                 episode: Micros(4_100_000),
                 available: Kib(60_000),
@@ -655,9 +663,9 @@ mod tests {
                 headroom: Kib(800_000),
                 headroom_trend_kib_s: Some(-90_000.0),
                 exhaustion_in: Some(Micros(8_800_000)),
-                anon_refaults_per_s: 8100.0,
-                file_refaults_per_s: 3600.0,
-                majfaults_per_s: 5400.0,
+                anon_refaults_per_s: Some(8100.0),
+                file_refaults_per_s: Some(3600.0),
+                majfaults_per_s: Some(5400.0),
             },
             exit_after_ms: Some(212.5),
             timeline,
@@ -713,10 +721,10 @@ mod tests {
         let mut ev = episode(1200);
         for (i, p) in ev.timeline.iter_mut().enumerate() {
             let on = (i % 2 == 0) ^ (i % 7 == 0);
-            p.full = if on { 1.0 } else { 0.0 };
-            p.some = if on { 0.3 } else { 0.9 };
-            p.swap_in_per_s = if on { 5000.0 } else { 0.0 };
-            p.majfaults_per_s = if i % 3 == 0 { 4000.0 } else { 10.0 };
+            p.full = Some(if on { 1.0 } else { 0.0 });
+            p.some = Some(if on { 0.3 } else { 0.9 });
+            p.swap_in_per_s = Some(if on { 5000.0 } else { 0.0 });
+            p.majfaults_per_s = Some(if i % 3 == 0 { 4000.0 } else { 10.0 });
             p.available = Kib(if on { 0 } else { 1_000_000 });
         }
         let (w, _, px) = decode(&png(&ev).expect("renders"));
@@ -804,7 +812,7 @@ mod tests {
 
     fn point() -> impl proptest::strategy::Strategy<Value = Point> {
         use proptest::prelude::*;
-        let f = || prop::num::f32::ANY;
+        let f = || prop::option::of(prop::num::f32::ANY);
         (any::<u64>(), f(), f(), any::<u64>(), any::<u64>(), f(), f(), f(), 0..3u8).prop_map(|(t, full, some, h, a, si, fr, mf, ph)| {
             Point {
                 t: Micros(t),
@@ -882,15 +890,16 @@ mod tests {
         let mut ev = episode(200);
         for (i, p) in ev.timeline.iter_mut().enumerate() {
             match i % 7 {
-                0 => p.full = f32::NAN,
-                1 => p.swap_in_per_s = f32::INFINITY,
-                2 => p.file_refaults_per_s = f32::NEG_INFINITY,
+                0 => p.full = Some(f32::NAN),
+                1 => p.swap_in_per_s = Some(f32::INFINITY),
+                2 => p.file_refaults_per_s = Some(f32::NEG_INFINITY),
+                3 => p.some = None,
                 _ => {}
             }
         }
-        ev.timeline.iter_mut().for_each(|p| p.majfaults_per_s = f32::NAN);
+        ev.timeline.iter_mut().for_each(|p| p.majfaults_per_s = Some(f32::NAN));
         ev.exit_after_ms = Some(f64::NAN);
-        ev.evidence.full = f64::INFINITY;
+        ev.evidence.full = Some(f64::INFINITY);
         all_formats(&ev);
         let s = &PANELS[0].series[0];
         let segs = segments(&ev.timeline, s, (0.0, 100.0));
@@ -899,14 +908,44 @@ mod tests {
         assert!(svg(&ev).expect("renders").contains("major faults /s (no data)"));
     }
 
+    /// After a rescue the guard has no reading half a second old: those points are not
+    /// measured, drawn as a gap (never as a drop to zero), said so in the evidence, and kept
+    /// as not measured through the HTML's embedded JSON.
+    #[test]
+    fn unmeasured_points_are_gaps_not_zeros() {
+        let mut ev = episode(300);
+        let after: Vec<usize> = (0..ev.timeline.len()).filter(|&i| (0.0..0.5).contains(&Event::seconds(&ev.timeline[i]))).collect();
+        assert!(after.len() >= 4, "{after:?}");
+        for &i in &after {
+            let p = &mut ev.timeline[i];
+            (p.full, p.some, p.swap_in_per_s, p.file_refaults_per_s, p.majfaults_per_s) = (None, None, None, None, None);
+        }
+        ev.evidence.anon_refaults_per_s = None;
+        ev.evidence.full = None;
+        for panel in PANELS.iter() {
+            for s in panel.series.iter().filter(|s| s.name != "headroom (available + free swap)" && s.name != "available") {
+                let segs = segments(&ev.timeline, s, (0.0, 100.0));
+                assert_eq!(segs.len(), 2, "{}: one gap where nothing was measured", s.name);
+                assert!(segs.iter().flatten().all(|&(x, _)| !(0.0..0.5).contains(&x)), "{}: drawn where nothing was measured", s.name);
+            }
+        }
+        let page = html(&ev).expect("renders");
+        assert!(page.contains("not measured"), "the evidence table says so");
+        assert!(page.contains("rates not measured yet"), "and the decision line");
+        assert_eq!(event_from_html(&page), Some(ev.clone()));
+        let json = serde_json::to_string(&ev).expect("serializes");
+        assert!(json.contains(r#""full":null"#), "null in JSON, not 0 and not NaN");
+        all_formats(&ev);
+    }
+
     #[test]
     fn huge_and_negative_values() {
         let mut ev = episode(100);
         ev.timeline[10].headroom = Kib(u64::MAX);
-        ev.timeline[11].swap_in_per_s = f32::MAX;
-        ev.timeline[12].file_refaults_per_s = -f32::MAX;
-        ev.timeline[13].full = 1e30;
-        ev.timeline[14].some = -5.0;
+        ev.timeline[11].swap_in_per_s = Some(f32::MAX);
+        ev.timeline[12].file_refaults_per_s = Some(-f32::MAX);
+        ev.timeline[13].full = Some(1e30);
+        ev.timeline[14].some = Some(-5.0);
         ev.victim.footprint = Kib(u64::MAX);
         ev.victim.name = "n".repeat(10_000);
         ev.unix_ms = i64::MIN;

@@ -815,10 +815,10 @@ impl Guard {
         let phase = phase.as_str();
         write!(
             w,
-            ",\"phase\":\"{phase}\",\"psi\":{},\"full_stall_pct\":{:.1},\"some_stall_pct\":{:.1},\"available_kib\":{},\"total_kib\":{},\"headroom_kib\":{},\"swap_total_kib\":{},\"decisions\":{},\"actions\":{},\"top\":[",
+            ",\"phase\":\"{phase}\",\"psi\":{},\"full_stall_pct\":{},\"some_stall_pct\":{},\"available_kib\":{},\"total_kib\":{},\"headroom_kib\":{},\"swap_total_kib\":{},\"decisions\":{},\"actions\":{},\"top\":[",
             e.psi,
-            e.full * 100.0,
-            e.some * 100.0,
+            JsonPct(e.full),
+            JsonPct(e.some),
             e.available.0,
             e.total.0,
             e.headroom.0,
@@ -1196,7 +1196,7 @@ fn log_decision(rescue: &Rescue, victim: &Candidate, action: Action, verb: &str,
         "action": action.as_str(),
         "dry_run": verb == "would",
         "reason": rescue.reason.as_str(),
-        "full_stall_pct": e.full * 100.0,
+        "full_stall_pct": e.full.map(|f| f * 100.0),
         "full_stall_mean_pct": e.full_mean.map(|m| m * 100.0),
         "episode_ms": e.episode.as_millis(),
         "available_kib": e.available.0,
@@ -1420,6 +1420,19 @@ pub fn main(cfg: Config, opts: Options) -> Result<()> {
         info!("lifeline: {} accepted; refused: {}", c.accepted, if refused.is_empty() { "none".into() } else { refused.join(", ") });
     }
     Ok(())
+}
+
+/// A fraction as a JSON percentage with one decimal, `null` when not measured (written
+/// without allocating, for the status reply).
+struct JsonPct(Option<f64>);
+
+impl std::fmt::Display for JsonPct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) if v.is_finite() => write!(f, "{:.1}", v * 100.0),
+            _ => f.write_str("null"),
+        }
+    }
 }
 
 #[cfg(test)]

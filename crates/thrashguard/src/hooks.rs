@@ -123,7 +123,7 @@ pub fn record(
         whole_cgroup,
         scope: ScopeName::new(scope),
         unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        full_stall_pct: rescue.evidence.full * 100.0,
+        full_stall_pct: rescue.evidence.full.map(|f| f * 100.0),
         headroom: rescue.evidence.headroom,
     }
 }
@@ -690,7 +690,8 @@ mod tests {
     }
 
     fn rec() -> ActionRecord {
-        let rescue = Rescue { reason: Reason::Thrashing, evidence: Evidence { full: 0.5, headroom: Kib(1000), ..Evidence::default() } };
+        let rescue =
+            Rescue { reason: Reason::Thrashing, evidence: Evidence { full: Some(0.5), headroom: Kib(1000), ..Evidence::default() } };
         let victim =
             Victim { id: ProcId { pid: Pid(77), start_time: 1 }, name: Comm::new(b"hog"), footprint: Kib(300 * 1024), swap: Kib(5) };
         record(&rescue, victim, "/user.slice", Action::Kill, false, Some(&Ok(Acted::Gone)))
@@ -699,7 +700,7 @@ mod tests {
     #[test]
     fn outcomes_from_what_act_returned() {
         let r = rec();
-        assert_eq!((r.outcome, r.dry_run, r.full_stall_pct, r.headroom), (Outcome::Gone, false, 50.0, Kib(1000)));
+        assert_eq!((r.outcome, r.dry_run, r.full_stall_pct, r.headroom), (Outcome::Gone, false, Some(50.0), Kib(1000)));
         assert_eq!(r.scope.as_str(), "/user.slice");
         assert!(r.unix_ms > 1_600_000_000_000);
         let rescue = Rescue { reason: Reason::Lifeline, evidence: Evidence::default() };

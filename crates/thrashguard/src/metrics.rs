@@ -183,15 +183,17 @@ impl Metrics {
     /// The system scope's evidence and phase at this tick, and how many scopes are not calm.
     pub fn tick(&self, e: &Evidence, phase: Phase, not_calm: usize) {
         self.iterations.inc();
-        self.full_stall.set(e.full);
-        self.some_stall.set(e.some);
+        // NaN (Prometheus' "no value") where not measured, never a quiet 0
+        let measured = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        self.full_stall.set(measured(e.full));
+        self.some_stall.set(measured(e.some));
         self.available.set(e.available.0.saturating_mul(1024) as i64);
         self.total.set(e.total.0.saturating_mul(1024) as i64);
         self.headroom.set(e.headroom.0.saturating_mul(1024) as i64);
         self.headroom_trend.set(e.headroom_trend_kib_s.unwrap_or(0.0) * 1024.0);
-        self.refaults[0].set(e.anon_refaults_per_s);
-        self.refaults[1].set(e.file_refaults_per_s);
-        self.majfaults.set(e.majfaults_per_s);
+        self.refaults[0].set(measured(e.anon_refaults_per_s));
+        self.refaults[1].set(measured(e.file_refaults_per_s));
+        self.majfaults.set(measured(e.majfaults_per_s));
         for (g, p) in self.phase.iter().zip(Phase::ALL) {
             g.set(i64::from(p == phase));
         }
@@ -323,7 +325,8 @@ mod tests {
     #[test]
     fn updates_land_in_the_text() {
         let mut m = Metrics::new();
-        let e = Evidence { full: 0.25, available: Kib(1024), headroom: Kib(2048), anon_refaults_per_s: 7.0, ..Evidence::default() };
+        let e =
+            Evidence { full: Some(0.25), available: Kib(1024), headroom: Kib(2048), anon_refaults_per_s: Some(7.0), ..Evidence::default() };
         m.tick(&e, Phase::Pressure, 2);
         m.decision(Reason::Thrashing);
         m.action(Action::Kill, Reason::Thrashing);
@@ -337,6 +340,8 @@ mod tests {
             "thrashguard_memory_stall_full_ratio 0.25",
             "thrashguard_memory_available_bytes 1048576",
             "thrashguard_refaults_pages_per_second{kind=\"anon\"} 7",
+            // not measured: Prometheus' NaN, never a quiet 0
+            "thrashguard_refaults_pages_per_second{kind=\"file\"} NaN",
             "thrashguard_policy_phase{phase=\"pressure\"} 1",
             "thrashguard_scopes_under_pressure 2",
             "thrashguard_decisions_total{reason=\"thrashing\"} 1",

@@ -56,12 +56,8 @@ pub fn render_text(v: &Value) -> String {
     let _ = writeln!(out, "{} — from {source}", v["host"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "policy:    {}", v["phase"].as_str().unwrap_or("?"));
     if v["psi"].as_bool() == Some(true) {
-        let _ = writeln!(
-            out,
-            "stall:     full {:.1} %, some {:.1} % (last second)",
-            v["full_stall_pct"].as_f64().unwrap_or(0.0),
-            v["some_stall_pct"].as_f64().unwrap_or(0.0)
-        );
+        let pct = |k: &str| v[k].as_f64().map_or_else(|| "not measured".into(), |p| format!("{p:.1} %"));
+        let _ = writeln!(out, "stall:     full {}, some {} (last second)", pct("full_stall_pct"), pct("some_stall_pct"));
     } else {
         let _ = writeln!(out, "stall:     no PSI on this kernel");
     }

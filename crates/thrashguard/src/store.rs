@@ -167,7 +167,9 @@ impl Store {
             event.victim.pid,
             event.victim.name,
             i64::try_from(event.victim.footprint.0).unwrap_or(i64::MAX),
-            event.evidence.full * 100.0,
+            // the column is NOT NULL: the deciding window's mean, else the last second, else 0
+            // (the event's JSON keeps the exact values, null where not measured)
+            event.evidence.full_mean.or(event.evidence.full).unwrap_or(0.0) * 100.0,
             event.exit_after_ms,
             json,
             self.blob,

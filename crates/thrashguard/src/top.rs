@@ -127,7 +127,7 @@ impl Collector {
                     trend_kib_s: ev.headroom_trend_kib_s,
                 };
                 swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
-                let stall = |v: f64| (ev.psi && rated).then_some(v);
+                let stall = |v: Option<f64>| v.filter(|_| rated);
                 self.model.samples.push(TopSample { full: stall(ev.full), some: stall(ev.some), headroom: ev.headroom });
             }
             Err(e) => self.model.note = Some(format!("cannot sample: {e}")),

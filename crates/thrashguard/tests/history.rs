@@ -46,8 +46,8 @@ fn event(unix_ms: i64, pid: u32, points: usize) -> Event {
         evidence: Evidence {
             at: Micros(123_456_789),
             psi: true,
-            full: 0.8731,
-            some: 0.95,
+            full: Some(0.8731),
+            some: Some(0.95),
             full_mean: Some(0.61),
             episode: Micros(4_200_000),
             available: Kib(120_000),
@@ -55,22 +55,22 @@ fn event(unix_ms: i64, pid: u32, points: usize) -> Event {
             headroom: Kib(150_000),
             headroom_trend_kib_s: Some(-50_000.5),
             exhaustion_in: Some(Micros(3_000_000)),
-            anon_refaults_per_s: 12_000.0,
-            file_refaults_per_s: 3_000.25,
-            majfaults_per_s: 800.0,
+            anon_refaults_per_s: Some(12_000.0),
+            file_refaults_per_s: Some(3_000.25),
+            majfaults_per_s: Some(800.0),
             ..Evidence::default()
         },
         exit_after_ms: Some(41.5),
         timeline: (0..points)
             .map(|i| Point {
                 t: Micros(TIMELINE_ZERO.0 - 60_000_000 + i as u64 * 100_000),
-                full: (i % 100) as f32 / 100.0,
-                some: 0.3,
+                full: Some((i % 100) as f32 / 100.0),
+                some: Some(0.3),
                 headroom: Kib(1_000_000 - i as u64),
                 available: Kib(900_000),
-                swap_in_per_s: i as f32,
-                file_refaults_per_s: 7.5,
-                majfaults_per_s: 1.0,
+                swap_in_per_s: Some(i as f32),
+                file_refaults_per_s: Some(7.5),
+                majfaults_per_s: Some(1.0),
                 phase: if i % 2 == 0 { PhaseTag::Pressure } else { PhaseTag::Calm },
             })
             .collect(),
@@ -618,8 +618,13 @@ fn a_dry_run_decision_becomes_an_event() {
     assert_eq!(e.victim.cmdline, "hog --eat memory");
     assert_eq!(e.victim.footprint, Kib(1 << 20));
     assert_ne!(e.reason, Reason::Lifeline);
-    assert!(e.evidence.full > 0.2 && e.evidence.full_mean.is_some_and(|m| m >= 0.2), "{:?}", e.evidence);
+    assert!(e.evidence.full.is_some_and(|f| f > 0.2) && e.evidence.full_mean.is_some_and(|m| m >= 0.2), "{:?}", e.evidence);
     let before: Vec<&Point> = e.timeline.iter().filter(|p| Event::seconds(p) <= 0.0).collect();
-    assert!(before.iter().any(|p| p.full < 0.01) && before.iter().any(|p| p.full > 0.2), "calm, then the ramp: {:?}", e.timeline);
+    let full = |p: &&Point, f: fn(f32) -> bool| p.full.is_some_and(f);
+    assert!(
+        before.iter().any(|p| full(p, |f| f < 0.01)) && before.iter().any(|p| full(p, |f| f > 0.2)),
+        "calm, then the ramp: {:?}",
+        e.timeline
+    );
     assert!(e.timeline.iter().any(|p| Event::seconds(p) >= 0.9), "a second after: {:?}", e.timeline.last());
 }

@@ -102,8 +102,8 @@ fn lab_event() -> Event {
         evidence: Evidence {
             at: Micros::from_secs_f64(f(&d["t_s"])),
             psi: true,
-            full: f(&d["full_stall_pct"]) / 100.0,
-            some: f64::from(nearest.some),
+            full: d["full_stall_pct"].as_f64().map(|x| x / 100.0),
+            some: nearest.some.map(f64::from),
             full_mean: d["full_stall_mean_pct"].as_f64().map(|x| x / 100.0),
             episode: ms(&d["episode_ms"]).unwrap(),
             available: Kib(d["available_kib"].as_u64().unwrap()),
@@ -112,9 +112,9 @@ fn lab_event() -> Event {
             headroom: Kib(d["headroom_kib"].as_u64().unwrap()),
             headroom_trend_kib_s: d["headroom_trend_kib_s"].as_f64(),
             exhaustion_in: ms(&d["exhaustion_in_ms"]),
-            anon_refaults_per_s: f(&d["refaults_anon_per_s"]),
-            file_refaults_per_s: f(&d["refaults_file_per_s"]),
-            majfaults_per_s: f(&d["majfaults_per_s"]),
+            anon_refaults_per_s: d["refaults_anon_per_s"].as_f64(),
+            file_refaults_per_s: d["refaults_file_per_s"].as_f64(),
+            majfaults_per_s: d["majfaults_per_s"].as_f64(),
         },
         exit_after_ms: Some(exit_ms),
         timeline,
@@ -140,7 +140,13 @@ fn fixture_is_the_lab_rescue() {
     assert_eq!((ev.victim.pid, ev.victim.name.as_str()), (345, "python3"));
     assert!(ev.timeline.len() > 200, "{} points", ev.timeline.len());
     let before = ev.timeline.iter().filter(|p| (-3.0..0.0).contains(&Event::seconds(p)));
-    assert!(before.clone().map(|p| p.full).fold(0.0, f32::max) > 0.3);
+    assert!(before.clone().filter_map(|p| p.full).fold(0.0, f32::max) > 0.3);
+    // the victim's exit restarts the policy's window: the next half second is not measured,
+    // and is stored as such (a gap), never as a quiet zero
+    let exit_s = ev.exit_after_ms.unwrap() / 1000.0;
+    let after_exit: Vec<&Point> = ev.timeline.iter().filter(|p| (exit_s..exit_s + 0.45).contains(&Event::seconds(p))).collect();
+    assert!(!after_exit.is_empty() && after_exit.iter().all(|p| p.full.is_none() && p.swap_in_per_s.is_none()), "{after_exit:?}");
+    assert!(ev.timeline.iter().filter(|p| Event::seconds(p) > exit_s + 0.6).all(|p| p.full.is_some()));
     assert!(ev.timeline.iter().any(|p| p.phase == PhaseTag::Pressure));
     assert!(ev.timeline.iter().any(|p| p.phase == PhaseTag::Recovering));
     let avail =

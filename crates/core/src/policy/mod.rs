@@ -141,10 +141,12 @@ pub struct Evidence {
     pub at: Micros,
     /// Whether the scope has PSI.
     pub psi: bool,
-    /// Full stall over the trailing second (0..=1).
-    pub full: f64,
-    /// Some stall over the trailing second (0..=1).
-    pub some: f64,
+    /// Full stall over the trailing second (0..=1); `None` when not measured: no PSI, or no
+    /// reading half a second old yet (the first samples after start, and after a rescue clears
+    /// the window).
+    pub full: Option<f64>,
+    /// Some stall over the trailing second (0..=1); `None` as for `full`.
+    pub some: Option<f64>,
     /// Mean full stall over the window that decided (0..=1); `None` when no window was
     /// evaluated (calm, too short an episode, no PSI, or an operator's lifeline request).
     pub full_mean: Option<f64>,
@@ -162,12 +164,13 @@ pub struct Evidence {
     pub headroom_trend_kib_s: Option<f64>,
     /// Time until headroom is gone at that trend.
     pub exhaustion_in: Option<Micros>,
-    /// Anonymous refaults / swap-ins per second.
-    pub anon_refaults_per_s: f64,
-    /// File refaults per second.
-    pub file_refaults_per_s: f64,
-    /// Major faults per second.
-    pub majfaults_per_s: f64,
+    /// Anonymous refaults / swap-ins per second over the trailing second; `None` when no reading
+    /// half a second old exists yet (as for `full`).
+    pub anon_refaults_per_s: Option<f64>,
+    /// File refaults per second; `None` when not measured.
+    pub file_refaults_per_s: Option<f64>,
+    /// Major faults per second; `None` when not measured.
+    pub majfaults_per_s: Option<f64>,
 }
 
 impl Evidence {
@@ -190,19 +193,21 @@ impl std::fmt::Display for Rescue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let e = &self.evidence;
         write!(f, "{}:", self.reason.as_str())?;
+        let last = |v: Option<f64>, scale: f64| v.map_or_else(|| "?".to_owned(), |v| format!("{:.0}", v * scale));
         match (e.psi, e.full_mean) {
             (true, Some(mean)) => {
-                write!(f, " full stall {:.0}% over {:.1} s ({:.0}% last 1 s),", mean * 100.0, e.episode.as_secs_f64(), e.full * 100.0)?
+                write!(f, " full stall {:.0}% over {:.1} s ({}% last 1 s),", mean * 100.0, e.episode.as_secs_f64(), last(e.full, 100.0))?
             }
-            (true, None) => write!(f, " full stall {:.0}% last 1 s,", e.full * 100.0)?,
+            (true, None) => write!(f, " full stall {}% last 1 s,", last(e.full, 100.0))?,
             (false, _) => {}
+        }
+        match (e.anon_refaults_per_s, e.file_refaults_per_s, e.majfaults_per_s) {
+            (Some(anon), Some(file), Some(maj)) => write!(f, " refaults {anon:.0}+{file:.0} pages/s (anon+file), majfaults {maj:.0}/s,")?,
+            _ => write!(f, " rates not measured yet,")?,
         }
         write!(
             f,
-            " refaults {:.0}+{:.0} pages/s (anon+file), majfaults {:.0}/s, available {} MiB ({:.1}% of {} MiB), headroom {} MiB",
-            e.anon_refaults_per_s,
-            e.file_refaults_per_s,
-            e.majfaults_per_s,
+            " available {} MiB ({:.1}% of {} MiB), headroom {} MiB",
             e.available.mib(),
             e.available_pct(),
             e.total.mib(),
@@ -302,7 +307,9 @@ impl Policy {
     pub fn step(&mut self, s: &ScopeSample) -> Step {
         let now = s.at;
         let point = Point::of(s);
-        let r1 = self.window.rates(&point, SECOND, HALF_SECOND).unwrap_or_default();
+        let measured = self.window.rates(&point, SECOND, HALF_SECOND);
+        // Decisions read an unmeasured second as a quiet one; the evidence says it was not measured.
+        let r1 = measured.unwrap_or_default();
         self.window.push(point);
         let cfg = &self.cfg;
 
@@ -312,8 +319,8 @@ impl Policy {
         let mut ev = Evidence {
             at: now,
             psi: s.stall.is_some(),
-            full: r1.full,
-            some: r1.some,
+            full: measured.filter(|_| s.stall.is_some()).map(|r| r.full),
+            some: measured.filter(|_| s.stall.is_some()).map(|r| r.some),
             full_mean: None,
             episode: Micros::ZERO,
             available: s.available,
@@ -322,9 +329,9 @@ impl Policy {
             headroom,
             headroom_trend_kib_s: trend,
             exhaustion_in,
-            anon_refaults_per_s: r1.anon_in,
-            file_refaults_per_s: r1.file_in,
-            majfaults_per_s: r1.majfault,
+            anon_refaults_per_s: measured.map(|r| r.anon_in),
+            file_refaults_per_s: measured.map(|r| r.file_in),
+            majfaults_per_s: measured.map(|r| r.majfault),
         };
         let short = ev.available_pct() <= cfg.available_below_pct;
 

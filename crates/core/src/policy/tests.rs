@@ -148,6 +148,38 @@ fn released_rescue_rearms_with_a_fresh_window() {
     assert!(first > 0);
 }
 
+/// The first half second after start, and after a rescue clears the window, has no trailing
+/// second to measure: the evidence says "not measured" (None), never a quiet 0.
+#[test]
+fn unmeasured_seconds_are_none_not_zero() {
+    let mut sim = Sim::new();
+    sim.available_mib = 10;
+    let tick = |sim: &mut Sim| {
+        sim.t_ms += 100;
+        sim.full_us += 60_000;
+        sim.some_us += 70_000;
+        sim.refaults += 1000;
+        sim.policy.step(&sim.sample(true)).evidence
+    };
+    let measured = |e: &Evidence| [e.full, e.some, e.anon_refaults_per_s, e.file_refaults_per_s, e.majfaults_per_s].map(|v| v.is_some());
+    let first: Vec<_> = (0..10).map(|_| tick(&mut sim)).collect();
+    assert_eq!(measured(&first[0]), [false; 5], "{:?}", first[0]);
+    assert_eq!(measured(&first[9]), [true; 5], "{:?}", first[9]);
+    assert!(first[9].full.is_some_and(|f| (f - 0.6).abs() < 0.01), "{:?}", first[9]);
+    assert!(first[9].anon_refaults_per_s.is_some_and(|r| (r - 10_000.0).abs() < 100.0), "{:?}", first[9]);
+    assert!(
+        Rescue { reason: Reason::Thrashing, evidence: first[0] }.to_string().contains("full stall ?% last 1 s, rates not measured yet")
+    );
+    sim.run(sustain() + 1000, 0.6, 10_000).expect("rescued");
+    sim.policy.rescue_finished(Micros::from_millis(sim.t_ms));
+    let after = tick(&mut sim);
+    assert_eq!(measured(&after), [false; 5], "the window restarted: {after:?}");
+    // without PSI the stall is never measured, the rates are
+    sim.t_ms += 1000;
+    let no_psi = sim.policy.step(&sim.sample(false)).evidence;
+    assert_eq!(measured(&no_psi), [false, false, true, true, true], "{no_psi:?}");
+}
+
 #[test]
 fn failed_rescue_retries_after_backoff() {
     let mut sim = Sim::new();
