@@ -2,7 +2,7 @@
 //! ([`thrashguard_core::doctor::memfacts::MemFacts`]) under `--proc-root` and `--sys-root`,
 //! and run them.
 //!
-//! Owns reading /proc/meminfo, /proc/swaps, /proc/uptime, /proc/buddyinfo, the vm sysctls,
+//! Owns reading /proc/swaps, /proc/uptime, /proc/buddyinfo, /proc/zoneinfo, the vm sysctls,
 //! THP settings, zram sizes, per-node meminfo (numa_maps of the largest process only, and
 //! only on several nodes). The process table comes from the run's one walk
 //! ([`crate::doctor_procs`]), meminfo from its one parse. A file that cannot be read
@@ -60,6 +60,7 @@ pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled, meminfo: 
     let buddyinfo = read(proc_root, "buddyinfo").and_then(|t| buddyinfo::parse("buddyinfo", t.as_bytes()).map_err(|e| e.to_string()));
     let procs = table.processes();
     let nodes = node_memory(sys_root);
+    let zones = read(proc_root, "zoneinfo").and_then(|t| parse::zoneinfo::parse("zoneinfo", t.as_bytes()).map_err(|e| e.to_string()));
     let top_policy = match (&nodes, &procs) {
         (Ok(n), Ok(p)) if n.len() > 1 => p.iter().max_by_key(|p| p.footprint()).map(|p| {
             let first = read(proc_root, &format!("{}/numa_maps", p.pid)).map(|t| t.lines().next().unwrap_or("").to_string());
@@ -78,6 +79,8 @@ pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled, meminfo: 
         zram_disksize,
         buddyinfo,
         nodes,
+        zones,
+        page_kib: (rustix::param::page_size() / 1024) as u64,
         top_policy,
     }
 }

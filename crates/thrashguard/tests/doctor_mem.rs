@@ -502,3 +502,53 @@ fn memory_lock_staged() {
     assert_eq!(sev, "not checked", "{v:#}");
     assert!(text(&v).contains("no process directories"), "{v:#}");
 }
+
+/// The real zoneinfo of the 6.18 host (crates/core/tests/fixtures/proc/6.18.44-host, one
+/// node) written as two nodes, node 1 a copy of node 0, with `pages free` of each node's
+/// Normal zone set.
+fn two_node_zoneinfo(t: &Tree, free0: u64, free1: u64) {
+    let one = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/fixtures/proc/6.18.44-host/zoneinfo")).unwrap();
+    let with_free = |node: u32, free: u64| -> String {
+        let mut in_normal = false;
+        one.lines()
+            .map(|l| {
+                let l = l.replacen("Node 0, zone", &format!("Node {node}, zone"), 1);
+                if l.starts_with("Node ") {
+                    in_normal = l.ends_with(" Normal");
+                }
+                if in_normal && l.starts_with("  pages free") { format!("  pages free     {free}\n") } else { format!("{l}\n") }
+            })
+            .collect()
+    };
+    t.write("proc/zoneinfo", &(with_free(0, free0) + &with_free(1, free1)));
+}
+
+#[test]
+fn numa_imbalance_by_zone_watermarks() {
+    let t = captured("numa-zones");
+    // per-node meminfo says both nodes have plenty; the watermarks decide
+    two_nodes(&t, 6_000_000, 5_000_000);
+    two_node_zoneinfo(&t, 162_686, 162_686);
+    let (sev, v) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "clear", "{v:#}");
+    assert!(text(&v).contains("free 650744 KiB, min 13652 KiB, low 17064 KiB, high 20476 KiB"), "{v:#}");
+    // node 0's Normal zone under its min watermark (3413 pages), node 1 with plenty
+    two_node_zoneinfo(&t, 3000, 162_686);
+    let (sev, f) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(
+        f["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("node 0 zone Normal is at its min watermark (free 12000 KiB <= min 13652 KiB) while node 1"),
+        "{f:#}"
+    );
+    assert!(text(&f).contains("/proc/zoneinfo"), "{f:#}");
+    // garbled zoneinfo: per-node meminfo decides again (and says why)
+    t.write("proc/zoneinfo", "Node 0, zone Normal\n  pages free lots\n");
+    two_nodes(&t, 120_000, 5_000_000);
+    let (sev, f) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("node 0 is nearly out of memory"), "{f:#}");
+    assert!(text(&f).contains("zoneinfo: line 2: bad number"), "{f:#}");
+}
