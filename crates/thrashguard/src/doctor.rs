@@ -2,9 +2,9 @@
 //! [`thrashguard_core::doctor`] need, run them, print the report.
 //!
 //! Owns reading (under `--proc-root` and `--sys-root`; key files where the configuration
-//! names them),
-//! finding running guard daemons, and printing text (colour only on a terminal, never with
-//! NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
+//! names them), the order of a run (sample the counters, parse meminfo once, walk the
+//! process table once through [`crate::doctor_procs`], then every rule over those), and
+//! printing text (colour only on a terminal, never with NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
 //! an error for the whole run. It must never change anything on the machine.
 
 use std::fs;
