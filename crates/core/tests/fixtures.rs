@@ -161,6 +161,8 @@ proptest! {
         let _ = parse::maps::lines(&bytes).count();
         let mut c = parse::pagemap::PageCounts::default();
         c.add_entries(&bytes);
+        let _ = parse::zoneinfo::parse("zoneinfo", &bytes);
+        let _ = parse::buddyinfo::parse("buddyinfo", &bytes);
     }
 
     #[test]
@@ -174,6 +176,7 @@ proptest! {
             let _ = vmstat::parse("vmstat", &bytes);
             let _ = psi::parse("pressure/memory", &bytes);
             let _ = pid::parse_stat(&bytes);
+            let _ = parse::zoneinfo::parse("zoneinfo", &bytes);
         }
     }
 }

@@ -2,9 +2,9 @@
 //! [`thrashguard_core::doctor`] need, run them, print the report.
 //!
 //! Owns reading (under `--proc-root` and `--sys-root`; key files where the configuration
-//! names them),
-//! finding running guard daemons, and printing text (colour only on a terminal, never with
-//! NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
+//! names them), the order of a run (sample the counters, parse meminfo once, walk the
+//! process table once through [`crate::doctor_procs`], then every rule over those), and
+//! printing text (colour only on a terminal, never with NO_COLOR) or JSON. Every fact that cannot be read becomes "not checked: <what>", never
 //! an error for the whole run. It must never change anything on the machine.
 
 use std::fs;
@@ -13,12 +13,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use thrashguard_core::config::Config;
-use thrashguard_core::doctor::lifeline::{self as rules_lifeline, DaemonFacts, KeysState, LifelineFacts};
+use thrashguard_core::doctor::lifeline::{self as rules_lifeline, KeysState, LifelineFacts};
+use thrashguard_core::doctor::memfacts::Fields;
 use thrashguard_core::doctor::numa::{self, ZoneReclaimFacts};
 use thrashguard_core::doctor::reserve::{self, ReserveFacts};
 use thrashguard_core::doctor::window::{Counters, Sampled, Window};
 use thrashguard_core::doctor::{EXIT_FAILED, Fact, Report};
-use thrashguard_core::parse::{self, netstat, sockets};
+use thrashguard_core::parse::{netstat, sockets};
+
+use crate::doctor_procs::{Table, Want, walk};
 
 /// Which rules to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +43,14 @@ pub(crate) fn read_u64(root: &Path, rel: &str) -> Fact<u64> {
     read(root, rel).and_then(|t| t.trim().parse::<u64>().map_err(|_| format!("{rel}: not a number: {:?}", t.trim())))
 }
 
-/// MemTotal from `meminfo`, KiB.
-pub(crate) fn mem_total_kib(proc_root: &Path) -> Fact<u64> {
-    read(proc_root, "meminfo")
-        .and_then(|t| parse::meminfo::parse("meminfo", t.as_bytes()).map(|m| m.mem_total.0).map_err(|e| e.to_string()))
+/// /proc/meminfo, read and parsed once per run (every rule that needs it shares it).
+pub(crate) fn meminfo(proc_root: &Path) -> Fact<Fields> {
+    read(proc_root, "meminfo").and_then(|t| Fields::parse("meminfo", t.as_bytes()).map_err(|e| e.to_string()))
+}
+
+/// MemTotal, KiB.
+pub(crate) fn mem_total_kib(meminfo: &Fact<Fields>) -> Fact<u64> {
+    meminfo.as_ref().map(|m| m.total().0).map_err(Clone::clone)
 }
 
 /// Whether `proc_root` is the live procfs (not a captured tree).
@@ -51,9 +58,9 @@ pub(crate) fn is_live(proc_root: &Path) -> bool {
     fs::File::open(proc_root).is_ok_and(|d| crate::procdir::is_procfs(std::os::fd::AsFd::as_fd(&d)))
 }
 
-fn reserve_facts(proc_root: &Path, sampled: &Sampled) -> ReserveFacts {
+fn reserve_facts(proc_root: &Path, meminfo: &Fact<Fields>, sampled: &Sampled) -> ReserveFacts {
     let min_free_kbytes = read_u64(proc_root, "sys/vm/min_free_kbytes");
-    let mem_total_kib = mem_total_kib(proc_root);
+    let mem_total_kib = mem_total_kib(meminfo);
     let pfmemalloc_drop = read(proc_root, "net/netstat")
         .and_then(|t| netstat::counter("net/netstat", t.as_bytes(), "TcpExt", "PFMemallocDrop").map_err(|e| e.to_string()));
     let pfmemalloc_window = sampled.net.as_ref().ok().and_then(|w| Some((w.delta("TcpExt PFMemallocDrop")?, w.seconds)));
@@ -148,37 +155,6 @@ fn zone_reclaim_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> Z
     }
 }
 
-/// Running `thrashguard daemon` processes other than this one, with their locked memory and
-/// oom_score_adj.
-fn daemons(proc_root: &Path) -> Fact<Vec<DaemonFacts>> {
-    let dir = fs::read_dir(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
-    let me = std::process::id();
-    let mut found = Vec::new();
-    let mut listed = 0;
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        listed += 1;
-        if pid == me || fs::read_to_string(entry.path().join("comm")).map(|c| c.trim() != "thrashguard").unwrap_or(true) {
-            continue;
-        }
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if !cmdline.split(|&b| b == 0).any(|arg| arg == b"daemon") {
-            continue;
-        }
-        let status = fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let vm_lck_kib =
-            status.lines().find_map(|l| l.strip_prefix("VmLck:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-        let oom_score_adj = fs::read_to_string(entry.path().join("oom_score_adj")).ok().and_then(|v| v.trim().parse().ok());
-        found.push(DaemonFacts { pid, vm_lck_kib, oom_score_adj });
-    }
-    if listed == 0 {
-        // Every real /proc lists at least its pid 1: this is no process table.
-        return Err(format!("{}: no process directories", proc_root.display()));
-    }
-    found.sort_by_key(|d| d.pid);
-    Ok(found)
-}
-
 fn udp_sockets(proc_root: &Path, port: u16) -> Fact<Vec<sockets::SocketLine>> {
     let mut out = Vec::new();
     let mut readable = 0;
@@ -200,7 +176,7 @@ fn udp_sockets(proc_root: &Path, port: u16) -> Fact<Vec<sockets::SocketLine>> {
     if readable == 0 { Err(why) } else { Ok(out) }
 }
 
-fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
+fn lifeline_facts(proc_root: &Path, cfg: &Config, table: &Table) -> LifelineFacts {
     let keys = match crate::lifeline::load_keys(&cfg.lifeline) {
         Ok(None) => Ok(KeysState::Off),
         Ok(Some(k)) => Ok(KeysState::Usable { keys: k.authorized.len(), owner_uid: k.owner_uid }),
@@ -213,7 +189,7 @@ fn lifeline_facts(proc_root: &Path, cfg: &Config) -> LifelineFacts {
         keys,
         listen: cfg.lifeline.listen.clone(),
         port,
-        daemons: daemons(proc_root),
+        daemons: table.daemons(),
         sockets: udp_sockets(proc_root, port),
     }
 }
@@ -230,18 +206,39 @@ pub fn report(
 ) -> Report {
     let mut r = Report::default();
     let sampled = if scope == Scope::All { sample(proc_root, window) } else { Sampled::default() };
-    let lf = lifeline_facts(proc_root, cfg);
-    if scope == Scope::All {
+    // One parse of meminfo and one walk of the process table for every rule.
+    let meminfo = meminfo(proc_root);
+    let listeners = if scope == Scope::All { Some(crate::doctor_net::listeners(proc_root)) } else { None };
+    let want = match scope {
+        Scope::All => Want {
+            maps: true,
+            limits: true,
+            fds: true,
+            fd_links: listeners.as_ref().is_some_and(|l| l.as_ref().is_ok_and(|l| !l.is_empty())),
+        },
+        Scope::Lifeline => Want::default(),
+    };
+    let table = walk(proc_root, want);
+    let lf = lifeline_facts(proc_root, cfg, &table);
+    if let Some(listeners) = listeners {
         r.push("zone-reclaim", numa::zone_reclaim(&zone_reclaim_facts(proc_root, sys_root, &sampled)));
-        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &sampled)));
-        crate::doctor_mem::push_rules(&mut r, proc_root, sys_root, &sampled);
-        crate::doctor_net::push_rules(&mut r, proc_root, sys_root, &sampled, net);
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &meminfo, &sampled)));
+        crate::doctor_mem::push_rules(&mut r, proc_root, sys_root, &sampled, &meminfo, &table);
+        let listeners = listeners.map(|ls| crate::sockdiag::with_owner_map(ls, &table.socket_owners()));
+        crate::doctor_net::push_rules(
+            &mut r,
+            proc_root,
+            sys_root,
+            &sampled,
+            net,
+            &crate::doctor_net::Shared { meminfo: &meminfo, table: &table, listeners },
+        );
     }
     r.push("lifeline-keys", rules_lifeline::keys(&lf));
     r.push("lifeline-daemon", rules_lifeline::daemon(&lf));
     r.push("lifeline-socket", rules_lifeline::socket(&lf));
     if scope == Scope::Lifeline {
-        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &sampled)));
+        r.push("atomic-reserve", reserve::atomic_reserve(&reserve_facts(proc_root, &meminfo, &sampled)));
     }
     r
 }

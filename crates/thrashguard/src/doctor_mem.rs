@@ -2,48 +2,23 @@
 //! ([`thrashguard_core::doctor::memfacts::MemFacts`]) under `--proc-root` and `--sys-root`,
 //! and run them.
 //!
-//! Owns reading /proc/meminfo, /proc/swaps, /proc/uptime, /proc/buddyinfo, the vm sysctls,
-//! THP settings, zram sizes, per-node meminfo and the process table (comm, status, the
-//! line count of maps, oom_score_adj; numa_maps of the largest process only, and only on
-//! several nodes). A process that vanishes while being read is skipped; kernel threads are
-//! skipped; a file that cannot be read becomes the rule's "not checked". It must never
-//! change anything on the machine.
+//! Owns reading /proc/swaps, /proc/uptime, /proc/buddyinfo, /proc/zoneinfo, the vm sysctls,
+//! THP settings, zram sizes, per-node meminfo (numa_maps of the largest process only, and
+//! only on several nodes). The process table comes from the run's one walk
+//! ([`crate::doctor_procs`]), meminfo from its one parse. A file that cannot be read
+//! becomes the rule's "not checked". It must never change anything on the machine.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Proc, Root, SETTINGS};
+use thrashguard_core::doctor::memfacts::{self, Fields, MemFacts, Node, Root, SETTINGS};
 use thrashguard_core::doctor::window::Sampled;
-use thrashguard_core::doctor::{Fact, Report, knobs, nodes, overcommit, reclaim, thp, thrash};
+use thrashguard_core::doctor::{Fact, Report, knobs, memlock, nodes, overcommit, reclaim, thp, thrash};
 use thrashguard_core::parse::{self, buddyinfo};
 
 use crate::doctor::read;
-
-/// Every user process under `proc_root` (kernel threads and zombies have no VmRSS and are
-/// left out; a process gone between listing and reading is skipped).
-fn processes(proc_root: &Path) -> Fact<Vec<Proc>> {
-    let dir = fs::read_dir(proc_root).map_err(|e| format!("{}: {e}", proc_root.display()))?;
-    let mut out = Vec::new();
-    let mut listed = 0;
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        listed += 1;
-        let p = entry.path();
-        let Ok(status) = fs::read(p.join("status")) else { continue };
-        let Ok(status) = parse::pid::parse_status(&status) else { continue };
-        let Some(rss) = status.vm_rss else { continue };
-        let comm = fs::read_to_string(p.join("comm")).map(|c| c.trim_end_matches('\n').to_string()).unwrap_or_default();
-        let vmas = fs::read(p.join("maps")).ok().map(|m| m.iter().filter(|&&b| b == b'\n').count() as u64);
-        let oom_score_adj = fs::read(p.join("oom_score_adj")).ok().and_then(|t| parse::parse_single_i64("oom_score_adj", &t).ok());
-        out.push(Proc { pid, comm, rss, swap: status.vm_swap.unwrap_or_default(), vmas, oom_score_adj });
-    }
-    if listed == 0 {
-        return Err(format!("{}: no process directories", proc_root.display()));
-    }
-    out.sort_by_key(|p| p.pid);
-    Ok(out)
-}
+use crate::doctor_procs::Table;
 
 fn node_memory(sys_root: &Path) -> Fact<Vec<Node>> {
     let dir = sys_root.join("devices/system/node");
@@ -64,13 +39,12 @@ fn node_memory(sys_root: &Path) -> Fact<Vec<Node>> {
 }
 
 /// Read every fact the memory rules use.
-pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> MemFacts {
+pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled, meminfo: &Fact<Fields>, table: &Table) -> MemFacts {
     let mut settings = BTreeMap::new();
     for &(key, root, rel) in SETTINGS {
         let base = if root == Root::Proc { proc_root } else { sys_root };
         settings.insert(key, read(base, rel).map(|t| t.trim().to_string()));
     }
-    let meminfo = read(proc_root, "meminfo").and_then(|t| Fields::parse("meminfo", t.as_bytes()).map_err(|e| e.to_string()));
     let swaps = read(proc_root, "swaps").and_then(|t| memfacts::parse_swaps("swaps", t.as_bytes()).map_err(|e| e.to_string()));
     let mut zram_disksize = BTreeMap::new();
     for dev in swaps.iter().flatten() {
@@ -84,8 +58,9 @@ pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> MemFac
         t.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()).ok_or_else(|| format!("uptime: not a number: {:?}", t.trim()))
     });
     let buddyinfo = read(proc_root, "buddyinfo").and_then(|t| buddyinfo::parse("buddyinfo", t.as_bytes()).map_err(|e| e.to_string()));
-    let procs = processes(proc_root);
+    let procs = table.processes();
     let nodes = node_memory(sys_root);
+    let zones = read(proc_root, "zoneinfo").and_then(|t| parse::zoneinfo::parse("zoneinfo", t.as_bytes()).map_err(|e| e.to_string()));
     let top_policy = match (&nodes, &procs) {
         (Ok(n), Ok(p)) if n.len() > 1 => p.iter().max_by_key(|p| p.footprint()).map(|p| {
             let first = read(proc_root, &format!("{}/numa_maps", p.pid)).map(|t| t.lines().next().unwrap_or("").to_string());
@@ -97,20 +72,22 @@ pub fn mem_facts(proc_root: &Path, sys_root: &Path, sampled: &Sampled) -> MemFac
         vmstat: sampled.vmstat.clone(),
         pressure: sampled.pressure.clone(),
         uptime_s,
-        meminfo,
+        meminfo: meminfo.clone(),
         settings,
         procs,
         swaps,
         zram_disksize,
         buddyinfo,
         nodes,
+        zones,
+        page_kib: (rustix::param::page_size() / 1024) as u64,
         top_policy,
     }
 }
 
 /// Run the memory rules, in the order of docs/doctor.md.
-pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &Sampled) {
-    let f = mem_facts(proc_root, sys_root, sampled);
+pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &Sampled, meminfo: &Fact<Fields>, table: &Table) {
+    let f = mem_facts(proc_root, sys_root, sampled, meminfo, table);
     r.push("direct-reclaim", reclaim::direct_reclaim(&f));
     r.push("thrashing", thrash::thrashing(&f));
     r.push("swap-setup", thrash::swap_setup(&f));
@@ -124,4 +101,5 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     r.push("vm-extremes", knobs::vm_extremes(&f));
     r.push("hugepages", knobs::hugepages(&f));
     r.push("oom-protection", knobs::oom_protection(&f));
+    r.push("memory-lock", memlock::memory_lock(&table.lock_facts()));
 }

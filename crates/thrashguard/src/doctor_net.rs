@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use thrashguard_core::config::Config;
 use thrashguard_core::doctor::kernlog::{self, AllocFacts, HungFacts, KernelLog, OomFacts};
+use thrashguard_core::doctor::memfacts::Fields;
 use thrashguard_core::doctor::net::{self, DropFacts, ListenFacts, SynFacts};
-use thrashguard_core::doctor::system::{self, FdFacts, FdUse};
+use thrashguard_core::doctor::system;
 use thrashguard_core::doctor::watch;
 use thrashguard_core::doctor::window::Sampled;
 use thrashguard_core::doctor::{EXIT_FAILED, EXIT_OK, Fact, Report};
 use thrashguard_core::parse::{self, kmsg};
 
 use crate::doctor::{is_live, mem_total_kib, read, read_u64};
+use crate::doctor_procs::Table;
 
 /// What the kernel-log and network rules take from the command line.
 #[derive(Clone, Debug, Default)]
@@ -81,18 +83,19 @@ pub fn kernel_log(proc_root: &Path, opts: &Options) -> Fact<KernelLog> {
     Ok(KernelLog { source, entries: kmsg::parse(&text), now_usec })
 }
 
-fn alloc_facts(proc_root: &Path, log: &Fact<KernelLog>) -> AllocFacts {
+fn alloc_facts(proc_root: &Path, log: &Fact<KernelLog>, meminfo: &Fact<Fields>) -> AllocFacts {
     AllocFacts {
         log: log.clone(),
         min_free_kbytes: read_u64(proc_root, "sys/vm/min_free_kbytes"),
         watermark_scale_factor: read_u64(proc_root, "sys/vm/watermark_scale_factor"),
-        mem_total_kib: mem_total_kib(proc_root),
+        mem_total_kib: mem_total_kib(meminfo),
         buddyinfo: read(proc_root, "buddyinfo").and_then(|t| parse::buddyinfo::parse("buddyinfo", t.as_bytes()).map_err(|e| e.to_string())),
     }
 }
 
 /// Listening sockets: a captured tree's `net/listeners` file when there is one, else
-/// sock_diag on a live /proc; owners from `PID/fd` links under `proc_root`.
+/// sock_diag on a live /proc; without owners (the process walk finds them,
+/// [`crate::doctor_procs::Table::socket_owners`]).
 pub fn listeners(proc_root: &Path) -> Fact<Vec<net::Listener>> {
     let file = proc_root.join("net/listeners");
     let ls = if file.exists() {
@@ -102,48 +105,42 @@ pub fn listeners(proc_root: &Path) -> Fact<Vec<net::Listener>> {
     } else {
         return Err(format!("{}: no such file (sock_diag answers only for the live machine)", file.display()));
     };
-    Ok(crate::sockdiag::with_owners(ls, proc_root))
+    Ok(ls)
 }
 
-fn fd_facts(proc_root: &Path) -> FdFacts {
-    let mut procs = vec![];
-    let mut skipped = 0;
-    let file_nr = read(proc_root, "sys/fs/file-nr").and_then(|t| {
+fn file_nr(proc_root: &Path) -> Fact<(u64, u64)> {
+    read(proc_root, "sys/fs/file-nr").and_then(|t| {
         let w: Vec<u64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
         match w[..] {
             [used, _, max] => Ok((used, max)),
             _ => Err(format!("sys/fs/file-nr: expected three numbers: {:?}", t.trim())),
         }
-    });
-    let dir = match fs::read_dir(proc_root) {
-        Ok(d) => d,
-        Err(e) => return FdFacts { procs: Err(format!("{}: {e}", proc_root.display())), skipped, file_nr },
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let limits = fs::read_to_string(entry.path().join("limits")).ok().and_then(|t| system::nofile_soft_limit(&t));
-        let open = fs::read_dir(entry.path().join("fd")).map(|d| d.count() as u64);
-        match (limits, open) {
-            (Some(soft_limit), Ok(open)) => {
-                let comm = fs::read_to_string(entry.path().join("comm")).map(|c| c.trim().to_string()).unwrap_or_else(|_| "?".into());
-                procs.push(FdUse { pid, comm, open, soft_limit });
-            }
-            _ => skipped += 1,
-        }
-    }
-    let procs = if procs.is_empty() && skipped == 0 { Err(format!("{}: no process directories", proc_root.display())) } else { Ok(procs) };
-    FdFacts { procs, skipped, file_nr }
+    })
+}
+
+/// What these rules share with the rest of the run: meminfo parsed once, the one walk of
+/// the process table, and the listening sockets with their owners.
+pub struct Shared<'a> {
+    /// /proc/meminfo.
+    pub meminfo: &'a Fact<Fields>,
+    /// The process table.
+    pub table: &'a Table,
+    /// Listening sockets, owners filled in.
+    pub listeners: Fact<Vec<net::Listener>>,
 }
 
 /// Run the kernel-log, network and process-limit rules.
-pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &Sampled, opts: &Options) {
+pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &Sampled, opts: &Options, shared: &Shared) {
     let log = kernel_log(proc_root, opts);
-    r.push("allocation-failures", kernlog::allocation_failures(&alloc_facts(proc_root, &log)));
+    r.push("allocation-failures", kernlog::allocation_failures(&alloc_facts(proc_root, &log, shared.meminfo)));
     r.push("oom-kills", kernlog::oom_kills(&OomFacts { vmstat: sampled.vmstat.clone(), log: log.clone() }));
     let timeout_secs = read_u64(proc_root, "sys/kernel/hung_task_timeout_secs");
     r.push("hung-tasks", kernlog::hung_tasks(&HungFacts { log: log.clone(), pressure: sampled.pressure.clone(), timeout_secs }));
     let somaxconn = read_u64(proc_root, "sys/net/core/somaxconn").and_then(|v| u32::try_from(v).map_err(|e| e.to_string()));
-    r.push("listen-backlog", net::listen_backlog(&ListenFacts { listeners: listeners(proc_root), somaxconn, net: sampled.net.clone() }));
+    r.push(
+        "listen-backlog",
+        net::listen_backlog(&ListenFacts { listeners: shared.listeners.clone(), somaxconn, net: sampled.net.clone() }),
+    );
     let events = log.as_ref().map(|l| l.entries.as_slice()).unwrap_or_default();
     let flood_ports = events.iter().filter_map(|e| if let kmsg::Event::SynFlood { port } = e.event { Some(port) } else { None }).collect();
     r.push(
@@ -158,7 +155,7 @@ pub fn push_rules(r: &mut Report, proc_root: &Path, sys_root: &Path, sampled: &S
     let tcp_oom_logged = events.iter().filter(|e| e.event == kmsg::Event::TcpOom).count();
     r.push("socket-drops", net::socket_drops(&DropFacts { net: sampled.net.clone(), pressure: sampled.pressure.clone(), tcp_oom_logged }));
     r.push("softnet-drops", net::softnet_drops(&sampled.net, &read_u64(proc_root, "sys/net/core/netdev_max_backlog")));
-    r.push("fd-limits", system::fd_limits(&fd_facts(proc_root)));
+    r.push("fd-limits", system::fd_limits(&shared.table.fd_facts(file_nr(proc_root))));
     let sysrq = read_u64(proc_root, "sys/kernel/sysrq").map_err(|e| {
         if e.contains("No such file") { format!("{e} (a kernel built without CONFIG_MAGIC_SYSRQ has no SysRq rescue)") } else { e }
     });

@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod doctor_mem;
 pub mod doctor_net;
+pub mod doctor_procs;
 pub mod generate;
 pub mod history;
 pub mod hooks;

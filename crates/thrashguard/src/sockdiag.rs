@@ -2,13 +2,12 @@
 //! that holds each one.
 //!
 //! Owns the netlink dump (IPv4 and IPv6, state LISTEN: `recv_queue` is the accept queue now,
-//! `send_queue` the effective backlog) and the inode-to-process map from /proc/PID/fd links.
+//! `send_queue` the effective backlog) and filling in owners from an inode-to-process map
+//! (doctor's process walk reads it from /proc/PID/fd links).
 //! /proc/net/tcp cannot replace it: for a listener it shows 0 where the backlog should be.
-//! It must never change a socket; processes whose fds cannot be read are skipped.
+//! It must never change a socket.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::Path;
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
@@ -94,31 +93,8 @@ pub fn listeners() -> Fact<Vec<Listener>> {
     Ok(all)
 }
 
-/// Socket inode -> (pid, comm) from the `socket:[INODE]` links of `proc_root/PID/fd/*`.
-pub fn socket_owners(proc_root: &Path) -> HashMap<u64, (u32, String)> {
-    let mut map = HashMap::new();
-    let Ok(dir) = fs::read_dir(proc_root) else { return map };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
-        let mut comm = None;
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
-            let Some(inode) = target.to_str().and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()) else {
-                continue;
-            };
-            let comm = comm.get_or_insert_with(|| {
-                fs::read_to_string(entry.path().join("comm")).map(|c| c.trim().to_string()).unwrap_or_else(|_| "?".into())
-            });
-            map.entry(inode).or_insert_with(|| (pid, comm.clone()));
-        }
-    }
-    map
-}
-
-/// Fill in each listener's owner.
-pub fn with_owners(mut ls: Vec<Listener>, proc_root: &Path) -> Vec<Listener> {
-    let owners = socket_owners(proc_root);
+/// Fill in each listener's owner from a map already read (inode -> (pid, comm)).
+pub fn with_owner_map(mut ls: Vec<Listener>, owners: &HashMap<u64, (u32, String)>) -> Vec<Listener> {
     for l in &mut ls {
         l.owner = owners.get(&l.inode).cloned();
     }

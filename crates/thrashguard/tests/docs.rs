@@ -1,7 +1,7 @@
 //! Every configuration key is documented in docs/configuration.md with its default and a
 //! range column, found by walking the serialized default configuration (every table, at
 //! any depth), so a key added anywhere fails here until it is documented; and every key the
-//! reference documents exists.
+//! reference documents exists. Every doctor rule id has a row in docs/doctor.md.
 // Test helpers may panic: a panic is a failing test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,4 +72,23 @@ fn every_documented_key_exists() {
         .filter(|k| k.contains('.') && !keys.iter().any(|d| d == k))
         .collect();
     assert!(stale.is_empty(), "documented but not in the configuration: {stale:?}");
+}
+
+#[test]
+fn every_doctor_rule_is_documented() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/doctor.md")).unwrap();
+    // Every rule runs on every doctor run: as a finding, clear or not checked.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+        .args(["doctor", "--json", "--window", "0"])
+        .env_remove("THRASHGUARD_CONFIG")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut ids = Vec::new();
+    for key in ["findings", "clear", "not_checked"] {
+        ids.extend(v[key].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()));
+    }
+    assert!(ids.len() > 25, "only {} rules ran: {v:#}", ids.len());
+    let missing: Vec<&String> = ids.iter().filter(|id| !doc.contains(&format!("| `{id}` |"))).collect();
+    assert!(missing.is_empty(), "rules without a row in docs/doctor.md: {missing:?}");
 }

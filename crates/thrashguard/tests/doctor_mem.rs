@@ -437,3 +437,118 @@ fn hugepages_and_oom_protection_staged() {
     assert_eq!(sev, "warning", "{f:#}");
     assert!(text(&f).contains("pid 4000 (bigcache)"), "{f:#}");
 }
+
+/// The limits of this test process with its `Max locked memory` soft limit set (`unlimited`
+/// or bytes), as a real /proc/PID/limits text.
+fn limits_with_memlock(soft: &str) -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("Max locked memory") {
+                format!("Max locked memory         {soft:<21}{soft:<21}bytes     \n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn memory_lock_staged() {
+    let t = captured("memlock");
+    assert_eq!(t.outcome("memory-lock", "0").0, "clear", "nothing locks as captured");
+    // a database that locked 8 MiB of its 2 GiB and stopped at the 8 MiB default limit
+    t.process(5432, "mydb", 2_097_152, 0);
+    t.write("proc/5432/status", &t.read("proc/5432/status").replace("VmLck:\t       0 kB", "VmLck:\t    8192 kB"));
+    t.write("proc/5432/limits", &limits_with_memlock("8388608"));
+    let (sev, f) = t.outcome("memory-lock", "0");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert_eq!(f["title"], "mydb (pid 5432) locked 8 MiB of its 2.0 GiB and stopped at its memlock limit (8 MiB)", "{f:#}");
+    assert!(text(&f).contains("8192 KiB (0 % of VmRSS)") && text(&f).contains("2097152 KiB"), "{f:#}");
+    assert!(f["fix"].as_str().unwrap().contains("LimitMEMLOCK=infinity"), "{f:#}");
+    // the limit raised: clear
+    t.write("proc/5432/limits", &limits_with_memlock("unlimited"));
+    assert_eq!(t.outcome("memory-lock", "0").0, "clear");
+    // Elasticsearch told to lock, not locked (its limit is 64 KiB)
+    t.process(9200, "java", 4_194_304, 0);
+    t.write(
+        "proc/9200/cmdline",
+        "/usr/share/elasticsearch/jdk/bin/java\0-Xms4g\0org.elasticsearch.bootstrap.Elasticsearch\0-Ebootstrap.memory_lock=true\0",
+    );
+    t.write("proc/9200/limits", &limits_with_memlock("65536"));
+    let (sev, f) = t.outcome("memory-lock", "0");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("java (pid 9200) asked to lock its memory (-Ebootstrap.memory_lock=true)"), "{f:#}");
+    // locked: clear again
+    t.write("proc/9200/status", &t.read("proc/9200/status").replace("VmLck:\t       0 kB", "VmLck:\t 4300000 kB"));
+    assert_eq!(t.outcome("memory-lock", "0").0, "clear");
+    // a guard daemon that is not locked
+    t.process(4321, "thrashguard", 2280, 0);
+    t.write("proc/4321/cmdline", "/usr/bin/thrashguard\0daemon\0");
+    let (sev, f) = t.outcome("memory-lock", "0");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert_eq!(f["title"], "the guard (pid 4321) is not locked in memory: it can be swapped out", "{f:#}");
+    // a garbled status line is only that process's loss; no process table at all: not checked
+    t.write("proc/4321/status", "Name:\tthrashguard\nVmLck: lots\n");
+    assert_eq!(t.outcome("memory-lock", "0").0, "clear");
+    for e in std::fs::read_dir(t.proc()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_str().unwrap().parse::<u32>().is_ok() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    let (sev, v) = t.outcome("memory-lock", "0");
+    assert_eq!(sev, "not checked", "{v:#}");
+    assert!(text(&v).contains("no process directories"), "{v:#}");
+}
+
+/// The real zoneinfo of the 6.18 host (crates/core/tests/fixtures/proc/6.18.44-host, one
+/// node) written as two nodes, node 1 a copy of node 0, with `pages free` of each node's
+/// Normal zone set.
+fn two_node_zoneinfo(t: &Tree, free0: u64, free1: u64) {
+    let one = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/fixtures/proc/6.18.44-host/zoneinfo")).unwrap();
+    let with_free = |node: u32, free: u64| -> String {
+        let mut in_normal = false;
+        one.lines()
+            .map(|l| {
+                let l = l.replacen("Node 0, zone", &format!("Node {node}, zone"), 1);
+                if l.starts_with("Node ") {
+                    in_normal = l.ends_with(" Normal");
+                }
+                if in_normal && l.starts_with("  pages free") { format!("  pages free     {free}\n") } else { format!("{l}\n") }
+            })
+            .collect()
+    };
+    t.write("proc/zoneinfo", &(with_free(0, free0) + &with_free(1, free1)));
+}
+
+#[test]
+fn numa_imbalance_by_zone_watermarks() {
+    let t = captured("numa-zones");
+    // per-node meminfo says both nodes have plenty; the watermarks decide
+    two_nodes(&t, 6_000_000, 5_000_000);
+    two_node_zoneinfo(&t, 162_686, 162_686);
+    let (sev, v) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "clear", "{v:#}");
+    assert!(text(&v).contains("free 650744 KiB, min 13652 KiB, low 17064 KiB, high 20476 KiB"), "{v:#}");
+    // node 0's Normal zone under its min watermark (3413 pages), node 1 with plenty
+    two_node_zoneinfo(&t, 3000, 162_686);
+    let (sev, f) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(
+        f["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("node 0 zone Normal is at its min watermark (free 12000 KiB <= min 13652 KiB) while node 1"),
+        "{f:#}"
+    );
+    assert!(text(&f).contains("/proc/zoneinfo"), "{f:#}");
+    // garbled zoneinfo: per-node meminfo decides again (and says why)
+    t.write("proc/zoneinfo", "Node 0, zone Normal\n  pages free lots\n");
+    two_nodes(&t, 120_000, 5_000_000);
+    let (sev, f) = t.outcome("numa-imbalance", "5");
+    assert_eq!(sev, "warning", "{f:#}");
+    assert!(f["title"].as_str().unwrap().starts_with("node 0 is nearly out of memory"), "{f:#}");
+    assert!(text(&f).contains("zoneinfo: line 2: bad number"), "{f:#}");
+}

@@ -4,7 +4,7 @@
 //!
 //! Owns [`MemFacts`] (counters over the window, /proc/meminfo fields, vm sysctls and THP
 //! settings, the process table with footprint, VMA count and oom_score_adj, swap devices,
-//! zram sizes, /proc/buddyinfo, per-node memory) and the list of settings the edge reads
+//! zram sizes, /proc/buddyinfo, per-node memory, /proc/zoneinfo watermarks) and the list of settings the edge reads
 //! ([`SETTINGS`]). The edge fills it; the rules in `reclaim`, `thrash`, `overcommit`, `thp`,
 //! `nodes` and `knobs` judge it. Must never read a file itself.
 
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::window::Window;
 use super::{Evidence, Fact, ev};
 use crate::parse::buddyinfo::Zone;
+pub use crate::parse::zoneinfo::Zone as ZoneMarks;
 use crate::parse::{ParseError, numbered_lines, parse_u64, words};
 use crate::units::Kib;
 
@@ -186,6 +187,10 @@ pub struct MemFacts {
     pub buddyinfo: Fact<Vec<Zone>>,
     /// Memory per NUMA node.
     pub nodes: Fact<Vec<Node>>,
+    /// /proc/zoneinfo: free pages and watermarks of every zone of every node.
+    pub zones: Fact<Vec<ZoneMarks>>,
+    /// The page size, KiB (zoneinfo counts pages).
+    pub page_kib: u64,
     /// On several nodes: the largest process's pid and the first line of its
     /// /proc/PID/numa_maps (its memory policy), or why it could not be read.
     pub top_policy: Option<(u32, Fact<String>)>,
@@ -208,6 +213,8 @@ impl MemFacts {
             zram_disksize: BTreeMap::new(),
             buddyinfo: no(),
             nodes: no(),
+            zones: no(),
+            page_kib: 4,
             top_policy: None,
         }
     }

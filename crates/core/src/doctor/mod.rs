@@ -11,6 +11,7 @@ pub mod kernlog;
 pub mod knobs;
 pub mod lifeline;
 pub mod memfacts;
+pub mod memlock;
 pub mod net;
 pub mod nodes;
 pub mod numa;

@@ -20,6 +20,7 @@ pub mod psi;
 pub mod smaps;
 pub mod sockets;
 pub mod vmstat;
+pub mod zoneinfo;
 
 pub use meminfo::Meminfo;
 pub use pid::{PidStat, PidStatus};
