@@ -68,8 +68,6 @@ struct Collector {
     sampler: Sampler,
     policy: Policy,
     scanner: Scanner,
-    /// Samples taken (the first has no stall rate yet).
-    samples: u64,
     scanned_at: Option<Instant>,
     elapsed: Option<Micros>,
     socket: Option<PathBuf>,
@@ -94,7 +92,6 @@ impl Collector {
             sampler,
             policy: Policy::new(cfg.policy.clone()),
             scanner,
-            samples: 0,
             scanned_at: None,
             elapsed: None,
             socket: (!cfg.guard.status_socket.is_empty()).then(|| PathBuf::from(&cfg.guard.status_socket)),
@@ -114,10 +111,8 @@ impl Collector {
         let mut swap_in_use = true;
         match self.sampler.sample() {
             Ok(snap) => {
+                // the stall is None (shown as n/a) until the policy has a reading half a second old
                 let ev = self.policy.step(&snap.scope_sample()).evidence;
-                self.samples += 1;
-                // the first sample has nothing to take a rate against
-                let rated = self.samples > 1;
                 self.model.psi = snap.psi.is_some();
                 self.model.memory = MemoryView {
                     total: snap.mem.mem_total,
@@ -127,8 +122,7 @@ impl Collector {
                     trend_kib_s: ev.headroom_trend_kib_s,
                 };
                 swap_in_use = snap.mem.swap_total > snap.mem.swap_free;
-                let stall = |v: Option<f64>| v.filter(|_| rated);
-                self.model.samples.push(TopSample { full: stall(ev.full), some: stall(ev.some), headroom: ev.headroom });
+                self.model.samples.push(TopSample { full: ev.full, some: ev.some, headroom: ev.headroom });
             }
             Err(e) => self.model.note = Some(format!("cannot sample: {e}")),
         }
@@ -205,10 +199,11 @@ pub fn run(cfg: &Config, args: &TopArgs) -> Result<()> {
     interactive(&mut c, args.interval, args.test_panic)
 }
 
-/// `--once`: two samples an interval apart (rates need two), one frame as text on stdout.
+/// `--once`: two samples an interval apart (rates need two, at least
+/// [`MIN_RATE_SPAN`](thrashguard_core::policy::MIN_RATE_SPAN) apart), one frame as text on stdout.
 fn once(c: &mut Collector, interval: Duration) -> Result<()> {
     c.tick();
-    std::thread::sleep(interval);
+    std::thread::sleep(interval.max(Duration::from_micros(thrashguard_core::policy::MIN_RATE_SPAN.0)));
     c.tick();
     let width = if std::io::stdout().is_terminal() { terminal::size().map_or(TEXT_WIDTH, |(w, _)| w) } else { TEXT_WIDTH };
     let mut buf = Buffer::empty(Rect::new(0, 0, width, top_view::full_height(&c.model)));

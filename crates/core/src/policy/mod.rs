@@ -280,7 +280,9 @@ pub struct Policy {
 }
 
 const SECOND: Micros = Micros::from_secs(1);
-const HALF_SECOND: Micros = Micros::from_millis(500);
+/// The shortest interval the trailing-second stall and rates are measured over: until the
+/// window holds a reading this old they are `None` (not measured).
+pub const MIN_RATE_SPAN: Micros = Micros::from_millis(500);
 const TREND_SPAN: Micros = Micros::from_secs(5);
 /// Fill rates used to pace sampling when calm (earlyoom's: RAM 6000 MiB/s, swap 800 MiB/s).
 const RAM_FILL_KIB_S: f64 = 6000.0 * 1024.0;
@@ -307,7 +309,7 @@ impl Policy {
     pub fn step(&mut self, s: &ScopeSample) -> Step {
         let now = s.at;
         let point = Point::of(s);
-        let measured = self.window.rates(&point, SECOND, HALF_SECOND);
+        let measured = self.window.rates(&point, SECOND, MIN_RATE_SPAN);
         // Decisions read an unmeasured second as a quiet one; the evidence says it was not measured.
         let r1 = measured.unwrap_or_default();
         self.window.push(point);
