@@ -249,3 +249,61 @@ fn wss_files_of_6_18() {
         }
     }
 }
+
+/// The lab guest captured idle (tests/fixtures/proc/6.1.0-50-amd64-guest, `bench/lab/wss-check
+/// --capture`): Debian 12, 6.1, 1.5 GiB, no swap; the values are those of the captured files.
+#[test]
+fn debian_6_1_guest_idle_capture() {
+    let k = "6.1.0-50-amd64-guest";
+    let m = meminfo::parse("meminfo", &read(k, "proc/meminfo")).expect("meminfo");
+    assert_eq!((m.mem_total, m.mem_free, m.mem_available), (Kib(1496020), Kib(1296616), Some(Kib(1254484))));
+    assert_eq!((m.buffers, m.cached, m.anon_pages, m.shmem), (Kib(4404), Kib(44204), Some(Kib(85232)), Some(Kib(2432))));
+    assert_eq!((m.swap_total, m.swap_free, m.zswap, m.sreclaimable), (Kib(0), Kib(0), Some(Kib(0)), Some(Kib(15976))));
+    for file in ["proc/vmstat", "proc/vmstat.later"] {
+        let v = vmstat::parse("vmstat", &read(k, file)).expect("vmstat");
+        assert_eq!(v.nr_free_pages, Some(thrashguard_core::units::Pages(324154)), "{file}");
+        assert_eq!((v.workingset_refault_anon, v.workingset_refault_file, v.refaults()), (Some(0), Some(0), Some(0)), "{file}");
+        assert_eq!((v.pswpin, v.pswpout, v.oom_kill), (Some(0), Some(0), Some(0)), "{file}");
+        // 6.1 splits allocstall by zone (dma, dma32, normal, movable, device): summed
+        assert_eq!((v.allocstall, v.pgscan_direct, v.pgscan_kswapd, v.compact_stall), (Some(0), Some(0), Some(0), Some(0)), "{file}");
+    }
+    let v = vmstat::parse("vmstat", &read(k, "proc/vmstat")).expect("vmstat");
+    assert_eq!(v.pgmajfault, Some(3886));
+    for file in ["proc/pressure/memory", "proc/pressure/memory.later"] {
+        let p = psi::parse("pressure/memory", &read(k, file)).expect("psi memory");
+        assert_eq!((p.some.total, p.full.map(|f| f.total)), (Micros(0), Some(Micros(0))), "{file}: an idle guest");
+    }
+    let io = psi::parse("pressure/io", &read(k, "proc/pressure/io")).expect("psi io");
+    assert_eq!((io.some.avg60, io.some.total, io.full.map(|f| f.total)), (33, Micros(1288440), Some(Micros(520371))));
+    let cpu = psi::parse("pressure/cpu", &read(k, "proc/pressure/cpu")).expect("psi cpu");
+    assert_eq!((cpu.some.avg10, cpu.some.total), (610, Micros(38494394)));
+    assert_eq!(cpu.full.map(|f| f.total), Some(Micros(0)), "6.1 prints a zero full line for cpu");
+    let zones = parse::buddyinfo::parse("buddyinfo", &read(k, "proc/buddyinfo")).expect("buddyinfo");
+    assert_eq!(zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(), ["DMA", "DMA32"]);
+    assert_eq!(zones[1].free, [64, 59, 35, 41, 17, 7, 8, 6, 12, 17, 299]);
+    // zoneinfo: no parser in parse/; the zones it lists are buddyinfo's plus empty ones
+    let zi = String::from_utf8(read(k, "proc/zoneinfo")).expect("zoneinfo");
+    assert_eq!(zi.matches("Node 0, zone").count(), 5);
+    assert!(zi.contains("zone    DMA32\n  pages free     ") && zi.contains("managed  370165"));
+
+    let stat = |p: &str| pid::parse_stat(&read(k, &format!("proc/{p}/stat"))).expect("stat");
+    let status = |p: &str| pid::parse_status(&read(k, &format!("proc/{p}/status"))).expect("status");
+    let systemd = stat("1");
+    assert_eq!((systemd.comm.as_bytes(), systemd.is_kernel_thread(), systemd.is_exiting()), (&b"systemd"[..], false, false));
+    assert_eq!(status("1").vm_rss, Some(Kib(11556)));
+    let kt = stat("2");
+    assert!(kt.is_kernel_thread() && kt.comm.as_bytes() == b"kthreadd");
+    assert_eq!(status("2").vm_rss, None, "a kernel thread has no mm");
+    let helper = status("367");
+    assert_eq!(
+        (helper.tgid, helper.uid, helper.vm_rss, helper.rss_anon, helper.vm_swap),
+        (Some(Pid(367)), Some(0), Some(Kib(78328)), Some(Kib(72232)), Some(Kib(0)))
+    );
+    assert_eq!(pid::parse_statm_resident(&read(k, "proc/367/statm")), Ok(thrashguard_core::units::Pages(19582)));
+    let fixture = stat("369");
+    assert_eq!((fixture.comm.as_bytes(), fixture.ppid, fixture.start_time), (&b"tgfixture"[..], Pid(261), 11287));
+    let z = stat("370");
+    assert!(z.is_exiting() && z.state == b'Z' && z.comm.as_bytes() == b"true");
+    assert_eq!(parse::parse_single_i64("oom_score_adj", &read(k, "proc/367/oom_score_adj")), Ok(-1000));
+    assert_eq!(parse::maps::lines(&read(k, "proc/369/maps")).filter(|l| l.is_ok()).count(), 35);
+}

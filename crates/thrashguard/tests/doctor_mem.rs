@@ -137,6 +137,49 @@ fn text(v: &serde_json::Value) -> String {
     v.to_string()
 }
 
+/// The lab guest's capture (Debian 12, kernel 6.1, TCG, no swap; `bench/lab/wss-check
+/// --capture`), read as it is: every rule runs or says what it lacked, nothing fails.
+#[test]
+fn debian_6_1_guest_capture_as_it_is() {
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/proc/6.1.0-50-amd64-guest");
+    for window in ["0", "5"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_thrashguard"))
+            .args(["--proc-root", guest.join("proc").to_str().unwrap(), "--sys-root", guest.join("sys").to_str().unwrap()])
+            .args(["doctor", "--json", "--window", window])
+            .env_remove("THRASHGUARD_CONFIG")
+            .output()
+            .unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        assert!(!out.contains("\"error\""), "window {window}: {v:#}");
+        // warnings (hpet, no lifeline daemon), nothing critical
+        assert_eq!(o.status.code(), Some(1), "window {window}: {v:#}{err}");
+        let ids = |key: &str| -> Vec<String> { v[key].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect() };
+        let severity = |id: &str| v["findings"].as_array().unwrap().iter().find(|f| f["id"] == id).map(|f| f["severity"].clone());
+        assert_eq!(severity("swap-setup"), Some("info".into()), "no swap in this boot: {v:#}");
+        assert_eq!(severity("clocksource"), Some("warning".into()), "hpet under TCG: {v:#}");
+        assert_eq!(severity("sysrq"), Some("info".into()), "kernel.sysrq 438 has no SysRq-F: {v:#}");
+        let clear = ids("clear");
+        for id in [
+            "zone-reclaim",
+            "atomic-reserve",
+            "direct-reclaim",
+            "thrashing",
+            "overcommit",
+            "thp",
+            "dirty-limits",
+            "max-map-count",
+            "oom-kills",
+            "fd-limits",
+        ] {
+            assert!(clear.iter().any(|c| c == id), "window {window}: {id} not clear: {v:#}");
+        }
+        let mut not_checked = ids("not_checked");
+        not_checked.sort();
+        assert_eq!(not_checked, ["allocation-failures", "hung-tasks", "listen-backlog"], "only kmsg and net/listeners are missing: {v:#}");
+    }
+}
+
 #[test]
 fn the_captured_host_as_it_was() {
     let t = captured("asis");
