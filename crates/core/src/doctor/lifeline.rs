@@ -26,7 +26,7 @@ pub enum KeysState {
 }
 
 /// A running guard daemon.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DaemonFacts {
     /// Its pid.
     pub pid: u32,
@@ -108,7 +108,14 @@ pub fn daemon(f: &LifelineFacts) -> Outcome {
         Ok(d) => d,
         Err(why) => return Outcome::NotChecked(why.clone()),
     };
-    let Some(d) = daemons.first() else {
+    // With several guards running (a second one started by hand, tests), judge the worst:
+    // an unlocked one, else one the OOM killer may pick, else the first.
+    let worst = daemons
+        .iter()
+        .find(|d| d.vm_lck_kib == Some(0))
+        .or_else(|| daemons.iter().find(|d| d.oom_score_adj.is_some_and(|a| a != -1000)))
+        .or(daemons.first());
+    let Some(d) = worst else {
         return found(
             "lifeline-daemon",
             Severity::Warning,
@@ -248,6 +255,21 @@ mod tests {
         assert_eq!(severity(&daemon(&f)), Some(Severity::Critical));
         let f = LifelineFacts { daemons: Ok(vec![DaemonFacts { pid: 9, vm_lck_kib: Some(10), oom_score_adj: Some(0) }]), ..facts() };
         assert_eq!(severity(&daemon(&f)), Some(Severity::Warning));
+        // several guards: the worst one is judged and named, whatever their order
+        let good = DaemonFacts { pid: 7, vm_lck_kib: Some(84_856), oom_score_adj: Some(-1000) };
+        let killable = DaemonFacts { pid: 8, vm_lck_kib: Some(84_856), oom_score_adj: Some(0) };
+        let unlocked = DaemonFacts { pid: 9, vm_lck_kib: Some(0), oom_score_adj: Some(-1000) };
+        for order in [vec![good, killable, unlocked], vec![unlocked, good, killable], vec![killable, good, unlocked]] {
+            let f = LifelineFacts { daemons: Ok(order), ..facts() };
+            let Outcome::Found(found) = daemon(&f) else { panic!("an unlocked guard is a finding") };
+            assert_eq!(found.severity, Severity::Critical);
+            assert!(found.title.contains("pid 9"), "{}", found.title);
+        }
+        let f = LifelineFacts { daemons: Ok(vec![good, killable]), ..facts() };
+        let Outcome::Found(found) = daemon(&f) else { panic!() };
+        assert!(found.severity == Severity::Warning && found.title.contains("pid 8"), "{}", found.title);
+        let f = LifelineFacts { daemons: Ok(vec![good, good]), ..facts() };
+        assert!(matches!(daemon(&f), Outcome::Clear(_)));
     }
 
     #[test]
