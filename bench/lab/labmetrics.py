@@ -154,6 +154,9 @@ def compute(res, trace_path, probe_paths):
     m["daemon_cpu_s"] = ds.get("cpu_s")
     m["daemon_rss_kb"] = ds.get("vmrss_kb")
     m["daemon_hwm_kb"] = ds.get("vmhwm_kb")
+    # page-table walk (smaps_rollup) beside the counters above; runs before it have none
+    m["daemon_rollup_rss_kb"] = ds.get("rollup_rss_kb")
+    m["daemon_rollup_locked_kb"] = ds.get("rollup_locked_kb")
     m["daemon_alive_at_end"] = ds.get("alive")
     return m
 
