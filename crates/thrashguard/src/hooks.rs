@@ -354,6 +354,15 @@ fn spawn(cmd: &mut Command, forward: &Forward) -> std::io::Result<Child> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, &mut old);
         old
     };
+    // The guard runs with THP disabled (daemon::run); its hooks are ordinary programs.
+    // SAFETY: the closure runs in the child between fork and exec and only makes one
+    // async-signal-safe system call.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            let _ = rustix::thread::disable_transparent_huge_pages(false);
+            Ok(())
+        });
+    }
     let child = cmd.spawn();
     restore_signals(&old);
     forward.resend();

@@ -113,7 +113,10 @@ fn on_action_runs_with_every_variable() {
     let hook = script(
         &s,
         "hook.sh",
-        &format!("env > {0}.tmp\necho \"ARGS=$*\" >> {0}.tmp\nmv {0}.tmp {0}\necho hello from the hook", out.display()),
+        &format!(
+            "env > {0}.tmp\necho \"ARGS=$*\" >> {0}.tmp\necho \"THP_ENABLED=$(awk '/^THP_enabled/{{print $2}}' /proc/$$/status)\" >> {0}.tmp\nmv {0}.tmp {0}\necho hello from the hook",
+            out.display()
+        ),
     );
     // one command as an argv array (an argument with a space), the same as a split line
     let text =
@@ -122,6 +125,9 @@ fn on_action_runs_with_every_variable() {
     let mut child = sleeper();
     let pid = child.id();
     let d = start(&s, &[]);
+    // the guard keeps transparent huge pages off its own memory (PR_SET_THP_DISABLE)
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
     // one round through the loop first, so the guard has sampled (the evidence is known)
     let (ok, reply) = send(&s, &["status"], &[]);
     assert!(ok, "{reply}");
@@ -149,6 +155,7 @@ fn on_action_runs_with_every_variable() {
     // killed before the hook ran: its command line was gone, or read as it was
     assert!(["", "sleep 300"].contains(&get("THRASHGUARD_CMDLINE")), "{env:#?}");
     assert_eq!(get("PATH"), thrashguard::hooks::HOOK_PATH);
+    assert_eq!(get("THP_ENABLED"), "1", "a hook runs with transparent huge pages as the machine sets them");
     assert_eq!(get("ARGS"), "two words");
     // a clean environment: nothing of the daemon's own
     for leaked in ["HOME", "USER", "CARGO_MANIFEST_DIR", "RUST_BACKTRACE", "THRASHGUARD_LOG"] {
