@@ -12,7 +12,7 @@ use std::process::Command;
 use clap::CommandFactory;
 
 mod common;
-use common::Tree;
+use common::tree;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -67,8 +67,7 @@ fn visible_commands() -> Vec<String> {
 
 #[test]
 fn man_pages_and_completions_cover_every_command() {
-    let dir = Tree(std::env::temp_dir().join(format!("tg-generate-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = tree("generate");
     let o = tg(&["generate", "all", "--out", dir.0.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let commands = visible_commands();
@@ -114,8 +113,7 @@ fn man_pages_and_completions_cover_every_command() {
 
 #[test]
 fn shipped_configuration_is_the_defaults_and_checks() {
-    let dir = Tree(std::env::temp_dir().join(format!("tg-generate-cfg-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = tree("generate-cfg");
     let o = tg(&["generate", "config", "--out", dir.0.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let path = dir.0.join("thrashguard.toml");
@@ -190,7 +188,7 @@ fn unit_verifies_and_its_exposure_stays_low() {
     if !have("systemd-analyze", "THRASHGUARD_REQUIRE_SYSTEMD_ANALYZE") {
         return;
     }
-    let dir = Tree(std::env::temp_dir().join(format!("tg-unit-{}", std::process::id())));
+    let dir = tree("unit");
     let path = unit_for_host(&dir.0);
     let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -224,9 +222,7 @@ fn changelog_matches_the_version() {
 /// A guard started beside earlyoom (here: a sleep named earlyoom) says so at start.
 #[test]
 fn another_guard_running_is_named_at_start() {
-    let dir = Tree(std::env::temp_dir().join(format!("tg-other-guard-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = tree("other-guard");
     let fake = dir.0.join("earlyoom");
     // a symlink, not a copy: the kernel names the process after the path it was given, and a copy
     // would be a file just written, which another test thread's fork can still hold open for writing

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Daemon, Tree};
+use common::{Daemon, tree};
 
 /// Datagrams received until `until` (each with its arrival time).
 fn receive(sock: &UnixDatagram, until: Instant) -> Vec<(Instant, String)> {
@@ -34,9 +34,7 @@ fn pings(msgs: &[(Instant, String)]) -> Vec<Instant> {
 
 #[test]
 fn ready_then_watchdog_pings_from_the_loop_and_none_while_stopped() {
-    let dir = Tree(std::env::temp_dir().join(format!("tg-notify-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = tree("notify");
     let path = dir.0.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     // calm sampling every 5 s: only the watchdog's cap on the wait makes the loop ping in time
@@ -87,9 +85,7 @@ fn ready_then_watchdog_pings_from_the_loop_and_none_while_stopped() {
 
 #[test]
 fn without_notify_socket_nothing_is_said() {
-    let dir = Tree(std::env::temp_dir().join(format!("tg-notify-none-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = tree("notify-none");
     let cfg = dir.0.join("tg.toml");
     std::fs::write(&cfg, "[guard]\nstatus_socket = \"\"\n").unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thrashguard"));
