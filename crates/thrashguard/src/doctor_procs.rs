@@ -71,6 +71,11 @@ fn trimmed_comm(e: &Entry) -> Option<&str> {
     e.comm.as_deref().map(str::trim)
 }
 
+/// Its oom_score_adj, when it was read and is one integer.
+fn oom_score_adj(e: &Entry) -> Option<i64> {
+    e.oom_score_adj.as_deref().and_then(|t| parse::parse_single_i64("oom_score_adj", t).ok())
+}
+
 /// List `proc_root` once and read what `want` asks of each process.
 pub fn walk(proc_root: &Path, want: Want) -> Table {
     let root = proc_root.display().to_string();
@@ -135,8 +140,14 @@ impl Table {
             let Ok(status) = parse::pid::parse_status(status) else { continue };
             let Some(rss) = status.vm_rss else { continue };
             let comm = e.comm.as_deref().map(|c| c.trim_end_matches('\n').to_string()).unwrap_or_default();
-            let oom_score_adj = e.oom_score_adj.as_ref().and_then(|t| parse::parse_single_i64("oom_score_adj", t).ok());
-            out.push(Proc { pid: e.pid, comm, rss, swap: status.vm_swap.unwrap_or_default(), vmas: e.maps, oom_score_adj });
+            out.push(Proc {
+                pid: e.pid,
+                comm,
+                rss,
+                swap: status.vm_swap.unwrap_or_default(),
+                vmas: e.maps,
+                oom_score_adj: oom_score_adj(e),
+            });
         }
         out.sort_by_key(|p| p.pid);
         Ok(out)
@@ -153,7 +164,7 @@ impl Table {
             }
             let status = e.status.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
             let vm_lck_kib = status_kib(&status, "VmLck").map(|k| k.0);
-            let oom_score_adj = e.oom_score_adj.as_deref().and_then(|v| String::from_utf8_lossy(v).trim().parse().ok());
+            let oom_score_adj = oom_score_adj(e).and_then(|a| i32::try_from(a).ok());
             found.push(DaemonFacts { pid: e.pid, vm_lck_kib, oom_score_adj });
         }
         found.sort_by_key(|d| d.pid);
