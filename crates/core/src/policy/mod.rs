@@ -312,6 +312,7 @@ impl Policy {
         let measured = self.window.rates(&point, SECOND, MIN_RATE_SPAN);
         // Decisions read an unmeasured second as a quiet one; the evidence says it was not measured.
         let r1 = measured.unwrap_or_default();
+        let stall = measured.filter(|_| s.stall.is_some());
         self.window.push(point);
         let cfg = &self.cfg;
 
@@ -321,8 +322,8 @@ impl Policy {
         let mut ev = Evidence {
             at: now,
             psi: s.stall.is_some(),
-            full: measured.filter(|_| s.stall.is_some()).map(|r| r.full),
-            some: measured.filter(|_| s.stall.is_some()).map(|r| r.some),
+            full: stall.map(|r| r.full),
+            some: stall.map(|r| r.some),
             full_mean: None,
             episode: Micros::ZERO,
             available: s.available,
