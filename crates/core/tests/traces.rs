@@ -94,13 +94,34 @@ fn every_trace_meets_its_label() {
     assert!(failures.is_empty(), "{failures:#?}\n{report}");
 }
 
+/// Times of the kernel OOM killer's kills recorded in a trace's event lines.
+fn kernel_oom_kills(path: &Path) -> Vec<f64> {
+    lines(path)
+        .iter()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "kill" && v["by"] == "kernel-oom")
+        .filter_map(|v| v["t"].as_f64())
+        .collect()
+}
+
+/// Without PSI the policy cannot see a stall, so its fallback acts where memory and swap
+/// are both gone (`low_memory`), as earlyoom does. On a benign trace that may only happen
+/// where the kernel's own OOM killer acted within the next second (hog-noswap: the
+/// fallback decides 11 ms before the kernel kills the same hog); anywhere else it is a
+/// wrong kill.
 #[test]
 fn without_psi_benign_traces_stay_benign() {
     for (path, label) in all_traces() {
         if label["expect"] == "none" {
             let (decisions, samples) = replay(&path, &["pressure/memory"]);
             assert!(samples > 0);
-            assert!(decisions.is_empty(), "{}: {:?}", path.display(), decisions.first().map(|d| &d.reason));
+            let ooms = kernel_oom_kills(&path);
+            let wrong: Vec<_> = decisions
+                .iter()
+                .filter(|d| !(d.reason.starts_with("low_memory") && ooms.iter().any(|&k| (0.0..=1.0).contains(&(k - d.t)))))
+                .collect();
+            assert!(wrong.is_empty(), "{}: {:?}", path.display(), wrong.first().map(|d| (d.t, &d.reason)));
         }
     }
 }
