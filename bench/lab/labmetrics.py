@@ -156,6 +156,7 @@ def compute(res, trace_path, probe_paths):
     m["daemon_hwm_kb"] = ds.get("vmhwm_kb")
     # page-table walk (smaps_rollup) beside the counters above; runs before it have none
     m["daemon_rollup_rss_kb"] = ds.get("rollup_rss_kb")
+    m["daemon_rollup_pss_kb"] = ds.get("rollup_pss_kb")
     m["daemon_rollup_locked_kb"] = ds.get("rollup_locked_kb")
     m["daemon_alive_at_end"] = ds.get("alive")
     return m
