@@ -89,6 +89,7 @@ impl CgroupScope {
         // with a trigger armed the first stall wakes the guard, so calm checks can be rare.
         let calm_ms = if trigger.is_some() { cfg.max_interval_with_trigger_ms } else { cfg.max_interval_ms };
         policy.set_calm_interval(Some(Micros::from_millis(calm_ms)));
+        policy.set_stall_wakeup(trigger.is_some());
         let mut scope = CgroupScope {
             name,
             dir: dir.to_path_buf(),

@@ -322,6 +322,11 @@ pub struct Guard {
     member_bufs: MemberBuffers,
     /// The poll set of [`Guard::wait`], reserved for every trigger and the victim's pidfd.
     poll_set: Vec<libc::pollfd>,
+    /// What woke the last [`Guard::wait`]: a PSI trigger, the lifeline socket, the status
+    /// socket. The sockets are asked only when readable, so no wake-up pays for a receive
+    /// or an accept that finds nothing (an accept4 allocates a socket inode before it can
+    /// say EAGAIN).
+    ready: Ready,
     /// The lifeline server, when a key is authorized.
     pub lifeline: Option<lifeline::Server>,
     /// Where lifeline reply bodies are rendered.
@@ -394,6 +399,7 @@ impl Guard {
             members,
             member_bufs: MemberBuffers::default(),
             poll_set,
+            ready: Ready::default(),
             lifeline: None,
             reply_body: vec![0u8; wire::MAX_REPLY_BODY].into_boxed_slice(),
             last_system: None,
@@ -428,6 +434,7 @@ impl Guard {
         }
         if let Wakeup::Trigger { .. } = guard.wakeup {
             guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
+            guard.policy.set_stall_wakeup(true);
         }
         guard.mem_total = guard.sampler.sample().map(|s| s.mem.mem_total).unwrap_or_default();
         guard.discover();
@@ -570,8 +577,12 @@ impl Guard {
     /// pinging and systemd restarts it.
     pub fn iterate(&mut self) {
         self.wait();
-        self.serve_lifeline();
-        self.serve_status();
+        if self.ready.lifeline {
+            self.serve_lifeline();
+        }
+        if self.ready.status {
+            self.serve_status();
+        }
         self.tick();
         self.ping_systemd();
     }
@@ -911,7 +922,10 @@ impl Guard {
         if let Some(m) = &self.metrics {
             m.tick(&system.evidence, system.phase, not_calm);
         }
-        self.next = next;
+        // A trigger woke us: stalls have started. The policy may still call it calm (its
+        // trailing second reaches back to a reading taken before them); look again soon.
+        self.next =
+            if std::mem::take(&mut self.ready.stall) { next.min(Micros::from_millis(self.cfg.policy.min_interval_ms)) } else { next };
         if !calm {
             self.counters.pressure_ticks += 1;
         }
@@ -974,6 +988,16 @@ impl Guard {
         // owned by `self`, which outlive the call; poll only writes `revents`. EINTR (a
         // signal) just ends the wait early.
         let _ = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, ms) };
+        let readable = |fd: Option<BorrowedFd<'_>>| {
+            fd.is_some_and(|fd| {
+                set.iter().any(|p| p.fd == fd.as_raw_fd() && p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+            })
+        };
+        self.ready = Ready {
+            stall: set.iter().any(|p| p.events == libc::POLLPRI && p.revents & (libc::POLLPRI | libc::POLLERR) != 0),
+            lifeline: readable(self.lifeline.as_ref().map(|l| l.fd())),
+            status: readable(self.status.as_ref().map(|s| s.listener.as_fd())),
+        };
     }
 
     /// Scan every process of /proc, timing it for the metrics.
@@ -1247,6 +1271,14 @@ pub fn protect_self(cfg: &Config) -> Vec<String> {
         missing.push("signal other users' processes (not root; needs CAP_KILL)".into());
     }
     missing
+}
+
+/// What the last poll found: a PSI trigger fired, a socket is readable.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ready {
+    stall: bool,
+    lifeline: bool,
+    status: bool,
 }
 
 /// Locked memory the guard may need beyond what it reserved at start (logging, a rescue).

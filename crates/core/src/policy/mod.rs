@@ -277,6 +277,8 @@ pub struct Policy {
     episode_since: Option<Micros>,
     /// Fixed calm interval, when set (see [`Policy::set_calm_interval`]).
     calm_interval: Option<Micros>,
+    /// A PSI trigger wakes the guard at the first stall (see [`Policy::set_stall_wakeup`]).
+    stall_wakeup: bool,
 }
 
 const SECOND: Micros = Micros::from_secs(1);
@@ -297,6 +299,7 @@ impl Policy {
             state: State::Armed { not_before: Micros::ZERO },
             episode_since: None,
             calm_interval: None,
+            stall_wakeup: false,
         }
     }
 
@@ -442,10 +445,22 @@ impl Policy {
         self.calm_interval = interval;
     }
 
+    /// Say that a PSI trigger on this scope's pressure file wakes the guard as soon as
+    /// stalls start. Every PSI rescue needs a sustained full stall first, so while calm a
+    /// scope short of memory is then sampled every `max_interval_ms` (its trailing second
+    /// stays measured for the trigger's first wake-up) instead of every `min_interval_ms`:
+    /// a machine that holds 90 % of its RAM steadily costs a tenth of the reads.
+    pub fn set_stall_wakeup(&mut self, armed: bool) {
+        self.stall_wakeup = armed;
+    }
+
     fn pace(&self, s: &ScopeSample, phase: Phase, short: bool) -> Micros {
         let (min, max) = (self.cfg.min_interval_ms, self.cfg.max_interval_ms.max(self.cfg.min_interval_ms));
-        if phase != Phase::Calm || short {
+        if phase != Phase::Calm {
             return Micros::from_millis(min);
+        }
+        if short {
+            return Micros::from_millis(if self.stall_wakeup && s.stall.is_some() { max } else { min });
         }
         if let Some(calm) = self.calm_interval {
             return calm.max(Micros::from_millis(min));

@@ -240,3 +240,25 @@ fn calm_interval_is_fixed_when_set_but_pressure_always_samples_fast() {
     sim.t_ms += 100;
     assert_eq!(sim.policy.step(&sim.sample(true)).next_sample, Micros::from_millis(100), "short of memory: fast");
 }
+
+#[test]
+fn short_but_calm_under_a_stall_trigger_samples_every_second() {
+    let mut sim = Sim::new();
+    sim.policy.set_calm_interval(Some(Micros::from_secs(5)));
+    sim.policy.set_stall_wakeup(true);
+    sim.available_mib = 10;
+    sim.run(3000, 0.0, 0);
+    let calm = sim.policy.step(&sim.sample(true));
+    assert_eq!((calm.phase, calm.next_sample), (Phase::Calm, Micros::from_secs(1)), "short, no stall: the trigger will wake it");
+    // the first stall: fast again, trigger or not
+    sim.run(1500, 0.9, 0);
+    let stalled = sim.policy.step(&sim.sample(true));
+    assert_ne!(stalled.phase, Phase::Calm);
+    assert_eq!(stalled.next_sample, Micros::from_millis(100));
+    // without PSI the trigger means nothing: memory short is all there is to go on
+    let mut blind = Sim::new();
+    blind.policy.set_stall_wakeup(true);
+    blind.available_mib = 10;
+    blind.run(3000, 0.0, 0);
+    assert_eq!(blind.policy.step(&blind.sample(false)).next_sample, Micros::from_millis(100));
+}
