@@ -258,6 +258,29 @@ fn a_held_descriptor_sees_the_process_grow() {
     child.wait().unwrap();
 }
 
+/// A process that does not change shows no growth between its first scan and its second:
+/// both sizes come from statm (stat's rss is an approximate counter that lags RssAnon, and a
+/// first size from it made every idle process "grow" by its anonymous memory).
+#[test]
+fn an_idle_process_does_not_grow_between_its_first_two_scans() {
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = Pid(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let only = [pid.0];
+    let mut s = Scanner::new(Path::new("/proc"), 65_536, Pid(std::process::id()), Preferences::default()).unwrap();
+    let find = |s: &Scanner| *s.candidates().iter().find(|c| c.id.pid == pid).expect("listed");
+    s.scan(Some(&only));
+    let first = find(&s);
+    s.scan(Some(&only));
+    let second = find(&s);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.0)).unwrap();
+    let vmrss: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(second.growth_kib, 0, "{:?} -> {:?}", first.footprint, second.footprint);
+    assert_eq!(first.footprint.0, vmrss, "the first size is statm's, which VmRSS matches");
+}
+
 /// What makes holding safe: a stat file opened for a process reads nothing once that
 /// process is gone, so a pid reused later is never read through it.
 #[test]
