@@ -416,9 +416,8 @@ fn read_process(
     keep: &mut Vec<Held>,
 ) -> Result<(Candidate, Option<u64>), ReadError> {
     if let Some(Held { fd: Some(fd), id, comm, kernel_thread, .. }) = held {
-        match procdir::read_open(fd.as_fd(), buf) {
-            Ok(text) if !text.is_empty() => {
-                let resident = pid::parse_statm_resident(text).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))?;
+        match read_resident(fd.as_fd(), buf) {
+            Ok(Some(resident)) => {
                 if keep.len() < keep.capacity() {
                     keep.push(Held { pid, fd: Some(fd), id, comm, kernel_thread });
                 }
@@ -429,7 +428,7 @@ fn read_process(
                 return Ok((c, None));
             }
             // Exited since the last scan; the pid listed now may be a new process.
-            Ok(_) | Err(ReadError::Gone) => {}
+            Ok(None) | Err(ReadError::Gone) => {}
             Err(e) => return Err(e),
         }
     }
@@ -440,15 +439,25 @@ fn read_process(
         // approximate counter (per-CPU batches not folded in: on 6.18 a sleeping `sleep`
         // shows 421 pages there against 448 in statm and VmRSS), so a first size from
         // stat and the next from statm would show growth that is not there.
-        if c.footprint.0 > 0
-            && let Ok(text) = procdir::read_open(fd.as_fd(), buf)
-            && let Ok(resident) = pid::parse_statm_resident(text)
+        if !c.kernel_thread
+            && !c.exiting
+            && let Ok(Some(resident)) = read_resident(fd.as_fd(), buf)
         {
             c.footprint = Kib::from_pages(resident, page_size);
         }
         keep.push(Held { pid, fd: Some(fd), id: c.id, comm: c.comm, kernel_thread: c.kernel_thread });
     }
     Ok((c, Some(majflt)))
+}
+
+/// The resident size (pages) from a statm descriptor; `None` once the process it was
+/// opened for is gone (the read is empty).
+fn read_resident(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<thrashguard_core::units::Pages>, ReadError> {
+    let text = procdir::read_open(fd, buf)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    pid::parse_statm_resident(text).map(Some).map_err(|_| ReadError::Other(rustix::io::Errno::INVAL))
 }
 
 /// A candidate with nothing measured yet.
