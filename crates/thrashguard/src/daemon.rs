@@ -432,13 +432,16 @@ impl Guard {
         if guard.cfg.metrics.address()?.is_some() {
             guard.metrics = Some(Metrics::new());
         }
-        if let Wakeup::Trigger { .. } = guard.wakeup {
+        // The system's PSI trigger wakes the guard at the first stall of the machine: of the
+        // system scope and of every NUMA node scope (their stall is the machine's).
+        let stall_wakeup = matches!(guard.wakeup, Wakeup::Trigger { .. });
+        if stall_wakeup {
             guard.policy.set_calm_interval(Some(Micros::from_millis(guard.cfg.policy.max_interval_with_trigger_ms)));
             guard.policy.set_stall_wakeup(true);
         }
         guard.mem_total = guard.sampler.sample().map(|s| s.mem.mem_total).unwrap_or_default();
         guard.discover();
-        guard.nodes = numa::discover(&guard.opts.sys_root, &guard.cfg.policy);
+        guard.nodes = numa::discover(&guard.opts.sys_root, &guard.cfg.policy, stall_wakeup);
         if !guard.nodes.is_empty() {
             info!("watching {} NUMA nodes as scopes of their own", guard.nodes.len());
         }

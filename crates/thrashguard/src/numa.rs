@@ -36,8 +36,10 @@ impl NodeScope {
     }
 }
 
-/// The memory nodes under `sys_root`, as scopes; empty on a single-node machine.
-pub fn discover(sys_root: &Path, cfg: &PolicyConfig) -> Vec<NodeScope> {
+/// The memory nodes under `sys_root`, as scopes; empty on a single-node machine. A node
+/// scope's stall is the machine's, so `stall_wakeup` (the system's PSI trigger is armed)
+/// holds for every node too (see [`Policy::set_stall_wakeup`]).
+pub fn discover(sys_root: &Path, cfg: &PolicyConfig, stall_wakeup: bool) -> Vec<NodeScope> {
     let base = sys_root.join("devices/system/node");
     let Ok(rd) = std::fs::read_dir(&base) else { return Vec::new() };
     let mut nodes: Vec<NodeScope> = rd
@@ -53,6 +55,7 @@ pub fn discover(sys_root: &Path, cfg: &PolicyConfig) -> Vec<NodeScope> {
             let vmstat = ProcFile::open(e.path().join("vmstat")).ok()?;
             let mut policy = Policy::new(cfg.clone());
             policy.set_calm_interval(Some(Micros::from_millis(cfg.max_interval_ms)));
+            policy.set_stall_wakeup(stall_wakeup);
             Some(NodeScope { node, policy, meminfo: mi, vmstat })
         })
         .collect();
@@ -77,11 +80,31 @@ mod tests {
             std::fs::write(d.join("vmstat"), "workingset_refault_anon 1\nworkingset_refault_file 2\n").expect("w");
         }
         std::fs::write(tmp.join("devices/system/node/possible"), "0-2\n").expect("w");
-        let nodes = discover(&tmp, &PolicyConfig::default());
+        let nodes = discover(&tmp, &PolicyConfig::default(), true);
         assert_eq!(nodes.iter().map(|n| n.node).collect::<Vec<_>>(), vec![0, 1]);
+        // a node short of memory but calm, under the system's trigger: sampled every
+        // max_interval_ms, as the system scope is; without the trigger, every min_interval_ms
+        let cfg = PolicyConfig::default();
+        let short_calm = |stall_wakeup: bool| {
+            let mut node = discover(&tmp, &cfg, stall_wakeup).remove(0);
+            let mut next = Micros::ZERO;
+            for at in 0..30 {
+                let s = ScopeSample {
+                    at: Micros::from_millis(at * 100),
+                    stall: Some(Default::default()),
+                    total: thrashguard_core::units::Kib(1000),
+                    available: thrashguard_core::units::Kib(10),
+                    ..Default::default()
+                };
+                next = node.policy.step(&s).next_sample;
+            }
+            next
+        };
+        assert_eq!(short_calm(true), Micros::from_millis(cfg.max_interval_ms));
+        assert_eq!(short_calm(false), Micros::from_millis(cfg.min_interval_ms));
         // one node alone is no scope: that is the system
         std::fs::remove_dir_all(tmp.join("devices/system/node/node1")).expect("rm");
-        assert!(discover(&tmp, &PolicyConfig::default()).is_empty());
+        assert!(discover(&tmp, &PolicyConfig::default(), true).is_empty());
         std::fs::remove_dir_all(&tmp).expect("cleanup");
     }
 }
