@@ -1292,12 +1292,16 @@ const LOCK_MARGIN_KIB: u64 = 64 * 1024;
 /// turns every later mmap into ENOMEM: a guard that aborts on its first allocation.)
 fn lock_memory(proc_root: &Path) -> Result<(), String> {
     let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
     const CAP_IPC_LOCK: u32 = 14;
-    let cap = field("CapEff:").and_then(|v| u64::from_str_radix(v, 16).ok()).is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
+    let cap = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
     if !cap {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
-        let vm_kib = field("VmSize:").and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(u64::MAX / 2);
+        let vm_kib = thrashguard_core::parse::pid::status_kib(&status, "VmSize").map_or(u64::MAX / 2, |k| k.0);
         if let Some(bytes) = limit
             && bytes / 1024 < vm_kib + LOCK_MARGIN_KIB
         {

@@ -20,7 +20,6 @@ use thrashguard_core::doctor::memfacts::Proc;
 use thrashguard_core::doctor::memlock::{self, LockFacts, LockProc};
 use thrashguard_core::doctor::system::{self, FdFacts, FdUse};
 use thrashguard_core::parse;
-use thrashguard_core::units::Kib;
 
 /// Which per-process files to read besides comm, status and oom_score_adj.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,7 +162,7 @@ impl Table {
                 continue;
             }
             let status = e.status.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let vm_lck_kib = status_kib(&status, "VmLck").map(|k| k.0);
+            let vm_lck_kib = parse::pid::status_kib(&status, "VmLck").map(|k| k.0);
             let oom_score_adj = oom_score_adj(e).and_then(|a| i32::try_from(a).ok());
             found.push(DaemonFacts { pid: e.pid, vm_lck_kib, oom_score_adj });
         }
@@ -214,7 +213,7 @@ impl Table {
                 .filter(|e| e.pid != me)
                 .filter_map(|e| {
                     let status = String::from_utf8_lossy(e.status.as_deref()?);
-                    let rss = status_kib(&status, "VmRSS")?;
+                    let rss = parse::pid::status_kib(&status, "VmRSS")?;
                     let comm = trimmed_comm(e).unwrap_or("?").to_string();
                     let cmdline = e.cmdline.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                     let args: Vec<&str> = cmdline.split('\0').filter(|a| !a.is_empty()).collect();
@@ -223,8 +222,8 @@ impl Table {
                         wants: memlock::wants_lock(&comm, &args),
                         comm,
                         rss,
-                        locked: status_kib(&status, "VmLck").unwrap_or_default(),
-                        pinned: status_kib(&status, "VmPin"),
+                        locked: parse::pid::status_kib(&status, "VmLck").unwrap_or_default(),
+                        pinned: parse::pid::status_kib(&status, "VmPin"),
                         limit: e.limits.as_deref().map_or(memlock::Limit::Unknown, memlock::memlock_soft_limit),
                     })
                 })
@@ -238,14 +237,4 @@ impl Table {
 
 fn is_daemon(e: &Entry) -> bool {
     e.cmdline.as_deref().unwrap_or_default().split(|&b| b == 0).any(|arg| arg == b"daemon")
-}
-
-/// A `Name:   N kB` field of a status text, leniently (a garbled line elsewhere does not
-/// hide it).
-fn status_kib(status: &str, name: &str) -> Option<Kib> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .map(Kib)
 }

@@ -168,9 +168,30 @@ pub fn parse_status(buf: &[u8]) -> Result<PidStatus, ParseError> {
     Ok(s)
 }
 
+/// One `Name:   N kB` field of a /proc/PID/status text, read leniently: a garbled line
+/// elsewhere does not hide it (unlike [`parse_status`], which refuses the whole file).
+/// `None` when the field is absent or not a number. For fields `parse_status` does not
+/// keep (VmLck, VmPin, VmSize) or where one bad line must not cost the others.
+pub fn status_kib(status: &str, name: &str) -> Option<Kib> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .map(Kib)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_kib_reads_one_field_leniently() {
+        let status = "Name:\tx\ngarbled line\nVmSize:\t  12345 kB\nVmLck:\t       0 kB\nVmLckX:\t9 kB\nVmPin: bad kB\n";
+        assert_eq!(status_kib(status, "VmSize"), Some(Kib(12345)));
+        assert_eq!(status_kib(status, "VmLck"), Some(Kib(0)), "the field, not one it prefixes");
+        assert_eq!(status_kib(status, "VmPin"), None, "not a number");
+        assert_eq!(status_kib(status, "VmRSS"), None, "absent");
+    }
 
     #[test]
     fn comm_with_parens_and_spaces() {
